@@ -1,0 +1,132 @@
+"""Command line: ``trtllm-builder plan|build|inspect``.
+
+Exit codes: 0 ok; 1 a build/step/packaging failure; 2 an invalid config or a plan that cannot
+succeed here; 3 a broken setup (no TensorRT-LLM tree, missing tools); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import BuilderError
+
+__all__ = ["main"]
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="trtllm-builder",
+        description="Turn a Hugging Face model into a TensorRT-LLM engine archive from one YAML config.",
+    )
+    p.add_argument("--version", action="version", version=f"trtllm-builder {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("config", help="pipeline config: a YAML file path or an http(s) URL")
+        sp.add_argument(
+            "--trtllm-dir",
+            help="TensorRT-LLM checkout with examples/ (default: $TRTLLM_DIR, else /src/TensorRT-LLM)",
+        )
+        sp.add_argument(
+            "--work-dir",
+            type=Path,
+            help="directory the tool owns for this build (default: a stable temp dir per config)",
+        )
+
+    sp = sub.add_parser("plan", help="validate the config and print the exact commands; runs nothing")
+    common(sp)
+    sp.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    sb = sub.add_parser("build", help="run the pipeline and write the engine archive")
+    common(sb)
+    sb.add_argument("--output", "-o", type=Path, help="archive path (default: ./<output.name>, engine.tar.gz)")
+    sb.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="model and step cache (default: $TRTLLM_BUILDER_CACHE, else ~/.cache/trtllm-builder)",
+    )
+    sb.add_argument(
+        "--model-dir",
+        type=Path,
+        help="use this local model directory instead of fetching the config's model",
+    )
+    sb.add_argument("--keep-work-dir", action="store_true", help="keep the work dir after a successful build")
+
+    si = sub.add_parser("inspect", help="verify an archive's checksums and whether this machine can serve it")
+    si.add_argument("archive", type=Path)
+    si.add_argument("--json", action="store_true", help="print the report as JSON")
+    return p
+
+
+def _cmd_plan(ns: argparse.Namespace) -> int:
+    from .pipeline import prepare
+
+    _, plan = prepare(ns.config, trtllm_dir=ns.trtllm_dir, work_dir=ns.work_dir)
+    if ns.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        print(plan.describe())
+    return 0
+
+
+def _cmd_build(ns: argparse.Namespace) -> int:
+    from .pipeline import BuildOptions, build, default_cache_dir, prepare
+
+    config, plan = prepare(ns.config, trtllm_dir=ns.trtllm_dir, work_dir=ns.work_dir)
+    output = ns.output or Path.cwd() / config.output.name
+    opts = BuildOptions(
+        output=output.absolute(),
+        cache_dir=ns.cache_dir or default_cache_dir(),
+        model_dir=ns.model_dir,
+        keep_work_dir=ns.keep_work_dir,
+        log=_err,
+    )
+    try:
+        result = build(config, plan, opts)
+    except BaseException:
+        _err(f"the work dir {plan.work_dir} is kept for inspection")
+        raise
+    print(str(result.archive))
+    return 0
+
+
+def _cmd_inspect(ns: argparse.Namespace) -> int:
+    from .inspect import format_report, inspect_archive
+
+    report = inspect_archive(ns.archive)
+    if ns.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(format_report(report))
+    return 0 if report.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = _parser().parse_args(argv)
+    handlers = {"plan": _cmd_plan, "build": _cmd_build, "inspect": _cmd_inspect}
+    try:
+        return handlers[ns.command](ns)
+    except BuilderError as exc:
+        _err(f"error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        # e.g. `trtllm-builder plan x | head`: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

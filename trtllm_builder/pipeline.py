@@ -1,0 +1,268 @@
+"""plan -> fetch -> run -> verify -> package, as plain functions.
+
+The CLI and the Cog predictor both call :func:`prepare` then :func:`build`; everything that
+talks to the outside (log sink, metrics, environment) is passed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .argv import display, redact
+from .config import BuildConfig, load_config
+from .configsource import read_config_text
+from .errors import OutputError, SetupError
+from .gpu import GpuInfo, detect_gpus
+from .layout import Found, describe_dir, locate
+from .package import write_archive
+from .plan import Plan, make_plan
+from .runner import run_step
+from .sources import FetchedModel, ModelRef, fetch_model, tokenizer_files
+from .tree import TrtllmTree, find_tree
+from .versions import trtllm_version
+from .workdir import default_work_dir, owned_work_dir, remove_inside
+
+__all__ = ["BuildOptions", "BuildResult", "StepRecord", "build", "default_cache_dir", "prepare"]
+
+Log = Callable[[str], None]
+Metric = Callable[[str, float], None]
+
+
+def default_cache_dir() -> Path:
+    """``TRTLLM_BUILDER_CACHE``, else ``$XDG_CACHE_HOME/trtllm-builder`` (``~/.cache/trtllm-builder``)."""
+    if env := os.environ.get("TRTLLM_BUILDER_CACHE"):
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "trtllm-builder"
+
+
+@dataclass
+class BuildOptions:
+    output: Path
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    hf_token: str | None = None  # overrides the config's hf_token; never logged
+    model_dir: Path | None = None  # use this local model instead of fetching the config's
+    keep_work_dir: bool = False
+    log: Log = print
+    metric: Metric | None = None
+    env: Mapping[str, str] | None = None  # base environment of the steps (default: os.environ)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    name: str
+    argv: list[str]  # redacted
+    exit_code: int
+    duration_s: float
+    output_dir: str
+    layout: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "argv": self.argv,
+            "exit_code": self.exit_code,
+            "duration_s": round(self.duration_s, 3),
+            "output_dir": self.output_dir,
+            "layout": self.layout,
+            "cached": False,
+        }
+
+
+@dataclass
+class BuildResult:
+    archive: Path
+    manifest: dict[str, Any]
+    steps: list[StepRecord]
+    work_dir: Path
+
+
+def prepare(
+    config_source: str | os.PathLike[str],
+    *,
+    trtllm_dir: str | os.PathLike[str] | None = None,
+    work_dir: Path | None = None,
+    text: str | None = None,
+) -> tuple[BuildConfig, Plan]:
+    """Read, validate and plan a config. No model download and no subprocess."""
+    if text is None:
+        text = read_config_text(config_source)
+    config = load_config(text, source=str(config_source))
+    tree = find_tree(trtllm_dir)
+    plan = make_plan(config, tree, work_dir or default_work_dir(text))
+    return config, plan
+
+
+def _secrets(config: BuildConfig, opts: BuildOptions) -> list[str]:
+    return [s for s in (opts.hf_token, config.hf_token, os.environ.get("HF_TOKEN")) if s]
+
+
+def _step_env(opts: BuildOptions, token: str | None) -> dict[str, str]:
+    env = dict(opts.env if opts.env is not None else os.environ)
+    env["PYTHONUNBUFFERED"] = "1"  # so a Python step's output arrives line by line
+    if token:
+        env["HF_TOKEN"] = token  # secrets reach steps through the environment only
+    return env
+
+
+def _link_model(work_dir: Path, model: Path) -> Path:
+    link = work_dir / "model"
+    if link.is_symlink() or link.exists():
+        remove_inside(work_dir, link)
+    link.symlink_to(model, target_is_directory=True)
+    return link
+
+
+def _verify(step_name: str, expect: str, out_dir: Path, log: Log) -> Found | None:
+    if expect == "none":
+        return None
+    found = locate(out_dir, expect)  # type: ignore[arg-type]
+    what = {"checkpoint": "a TensorRT-LLM checkpoint", "engine": "a TensorRT-LLM engine"}.get(expect, "output")
+    if found is None:
+        want = (
+            "config.json + rank<N>.safetensors (or config.ini + *.bin for old converters)"
+            if expect == "checkpoint"
+            else "config.json + rank<N>.engine (or <model>_<dtype>_tp<W>_rank<N>.engine for old builders)"
+        )
+        raise OutputError(
+            f"step `{step_name}` exited 0 but produced no {what} in {out_dir} or its sub-folders: expected {want}; "
+            f"found: {describe_dir(out_dir)}. Check the step's output flags point at {out_dir}"
+        )
+    if found.problems:
+        raise OutputError(
+            f"step `{step_name}` produced an incomplete {what} in {found.path}: "
+            + "; ".join(found.problems)
+            + f". Found: {describe_dir(found.path)}"
+        )
+    if found.path != out_dir:
+        log(f"[{step_name}] output found in sub-folder {found.path.relative_to(out_dir)}/ of {out_dir}")
+    log(f"[{step_name}] verified {found.layout.replace('_', ' ')} (world size {found.world_size}) in {found.path}")
+    return found
+
+
+def _engine_summary(found: Found) -> dict[str, Any]:
+    cfg = found.config
+    pre = cfg.get("pretrained_config") if isinstance(cfg.get("pretrained_config"), dict) else cfg
+    mapping = pre.get("mapping") if isinstance(pre.get("mapping"), dict) else {}
+    return {
+        "layout": found.layout,
+        "world_size": found.world_size,
+        "tp_size": mapping.get("tp_size", found.world_size),
+        "pp_size": mapping.get("pp_size", 1),
+        "dtype": pre.get("dtype"),
+        "architecture": pre.get("architecture"),
+        "version": cfg.get("version"),
+        "build_config": {
+            k: v
+            for k, v in (cfg.get("build_config") or {}).items()
+            if k in {"max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens", "max_beam_width"}
+        },
+    }
+
+
+def _archive_members(engine: Found, model_dir: Path) -> list[tuple[str, Path]]:
+    members = [(p.name, p) for p in engine.files()]
+    taken = {n for n, _ in members}
+    for tok in tokenizer_files(model_dir):
+        if tok.name not in taken:  # the engine's config.json wins at the root (cog-triton reads it there)
+            members.append((tok.name, tok))
+            taken.add(tok.name)
+    return members
+
+
+def _manifest(
+    config: BuildConfig,
+    plan: Plan,
+    model: FetchedModel,
+    records: list[StepRecord],
+    engine: Found,
+    gpus: list[GpuInfo],
+    tree: TrtllmTree,
+) -> dict[str, Any]:
+    return {
+        "format_version": 1,
+        "tool": {"name": "trtllm-builder", "version": __version__},
+        "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "config": config.raw,
+        "model": {"id": model.id, "source": model.source, "revision": model.revision},
+        "trtllm": {"version": trtllm_version(tree.root)},
+        "gpus": [{"name": g.name, "compute_capability": g.compute_capability} for g in gpus],
+        "engine": _engine_summary(engine),
+        "steps": [r.as_dict() for r in records],
+        "output": {"format": config.output.format, "name": config.output.name},
+        "files": [],
+    }
+
+
+def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
+    """Run the plan and write the archive to ``opts.output``. Raises a ``BuilderError`` on failure."""
+    log = opts.log
+    secrets = _secrets(config, opts)
+    token = opts.hf_token or config.hf_token
+    for step in plan.steps:
+        if step.program and not os.path.isabs(step.program[0]) and shutil.which(step.program[0]) is None:
+            raise SetupError(f"step `{step.name}` needs `{step.program[0]}`, which is not on PATH")
+    start = time.monotonic()
+    with owned_work_dir(plan.work_dir) as work_dir:
+        log(f"work dir: {work_dir}")
+        if opts.model_dir is not None:
+            model = fetch_model(ModelRef(str(opts.model_dir)), token=None, cache_dir=opts.cache_dir, log=log)
+            model = FetchedModel(model.path, config.model.id, "local", None, model.size_bytes, model.files)
+        else:
+            ref = ModelRef(config.model.id, config.model.revision, config.model.tar_url)
+            model = fetch_model(ref, token=token, cache_dir=opts.cache_dir, log=log)
+        _link_model(work_dir, model.path)
+        env = _step_env(opts, token)
+        outputs: dict[str, Path] = {}
+        records: list[StepRecord] = []
+        last_engine: Found | None = None
+        for i, step in enumerate(plan.steps, 1):
+            if step.output_dir.exists() or step.output_dir.is_symlink():
+                remove_inside(work_dir, step.output_dir)
+            step.output_dir.mkdir(parents=True, exist_ok=True)
+            argv = plan.argv(step, outputs)
+            shown = display(argv, secrets)
+            log(f"==> [{i}/{len(plan.steps)}] {step.name}: {shown}")
+            res = run_step(argv, name=step.name, cwd=step.cwd, env=env, secrets=secrets, timeout=step.timeout, emit=log)
+            log(f"<== {step.name} finished in {res.duration_s:.1f} s")
+            if opts.metric:
+                opts.metric(f"step_{step.name}_seconds", round(res.duration_s, 3))
+            found = _verify(step.name, step.expect, step.output_dir, log)
+            if found is not None:
+                outputs[step.name] = found.path
+                if found.layout in ("engine", "legacy_engine"):
+                    last_engine = found
+            records.append(
+                StepRecord(
+                    step.name,
+                    [redact(a, secrets) for a in argv],
+                    res.returncode,
+                    res.duration_s,
+                    str(found.path if found else step.output_dir),
+                    found.layout if found else None,
+                )
+            )
+        if last_engine is None:
+            raise OutputError("no step produced an engine; the last build step must write one")
+        gpus = detect_gpus()
+        manifest = _manifest(config, plan, model, records, last_engine, gpus, plan.tree)
+        members = _archive_members(last_engine, model.path)
+        write_archive(members, opts.output, manifest, log=log)
+        size = opts.output.stat().st_size
+        if opts.metric:
+            opts.metric("archive_bytes", size)
+            opts.metric("build_seconds", round(time.monotonic() - start, 3))
+        log(f"archive: {opts.output} ({size / 2**20:.1f} MiB)")
+    if not opts.keep_work_dir:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(work_dir)
+    return BuildResult(opts.output, manifest, records, work_dir)

@@ -1,0 +1,409 @@
+"""Config -> an ordered plan of concrete commands, directories and expected outputs.
+
+No network and no subprocess here: everything a user can get wrong in a config is found
+now, before a model is downloaded or a GPU is paid for.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .argv import PLACEHOLDER_RE, display, render_args, substitute
+from .config import BuildConfig, StepSpec
+from .errors import ConfigError
+from .layout import Expect
+from .tree import TrtllmTree
+
+__all__ = ["KNOWN_FLAGS", "Plan", "PlannedStep", "make_plan"]
+
+# Flags of a role, by the spellings the real scripts use.
+MODEL_FLAGS = ("model_dir", "model-dir", "in-file", "in_file")
+OUTPUT_FLAGS = ("output_dir", "output-dir", "output_model_dir", "output-model-dir", "out-dir", "out_dir")
+CHECKPOINT_FLAGS = ("checkpoint_dir",)
+ENGINE_FLAGS = ("engine_dir",)
+TOKENIZER_FLAGS = ("tokenizer_dir",)
+
+# Which directory flags a script takes when its own parser has not been read.
+KNOWN_FLAGS: dict[str, frozenset[str]] = {
+    "convert_checkpoint.py": frozenset({"model_dir", "output_dir"}),
+    "quantize.py": frozenset({"model_dir", "output_dir"}),
+    "trtllm-build": frozenset({"checkpoint_dir", "output_dir"}),
+    "run.py": frozenset({"engine_dir", "tokenizer_dir"}),
+    "summarize.py": frozenset({"engine_dir", "tokenizer_dir"}),
+    "hf_gpt_convert.py": frozenset({"in-file", "out-dir"}),
+}
+# cog-trt-llm configs say "/src/models/<model_id>" for the downloaded model.
+LEGACY_MODEL_PREFIX = "/src/models/"
+
+FlagsOf = Callable[[str, Path | None], frozenset[str] | None]
+
+
+def _default_flags_of(name: str, script: Path | None) -> frozenset[str] | None:
+    return KNOWN_FLAGS.get(name)
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    name: str
+    program: tuple[str, ...]  # [python, /abs/script.py] or [/usr/bin/trtllm-build]
+    args: tuple[str, ...]  # rendered args; may hold {placeholders} resolved at run time
+    cwd: Path
+    output_dir: Path  # where the step is told to write (declared)
+    expect: Expect
+    reads: str | None  # the earlier step whose output it consumes, if any
+    timeout: float | None
+    script: Path | None
+    injected: tuple[str, ...] = ()
+
+    def argv(self, values: Mapping[str, str]) -> list[str]:
+        return [*self.program, *(substitute(t, values) for t in self.args)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: BuildConfig
+    tree: TrtllmTree
+    work_dir: Path
+    model_dir: Path
+    steps: tuple[PlannedStep, ...]
+    notes: tuple[str, ...] = ()
+    extra_roots: tuple[Path, ...] = field(default=())
+
+    def values(self, step: PlannedStep, outputs: Mapping[str, Path]) -> dict[str, str]:
+        """Placeholder values for ``step``; ``outputs`` maps earlier steps to their real output dirs."""
+        vals = {
+            "model_dir": str(self.model_dir),
+            "work_dir": str(self.work_dir),
+            "output_dir": str(step.output_dir),
+        }
+        for s in self.steps:
+            if s.name == step.name:
+                break
+            vals[f"steps.{s.name}.output_dir"] = str(outputs.get(s.name, s.output_dir))
+        return vals
+
+    def argv(self, step: PlannedStep, outputs: Mapping[str, Path] | None = None) -> list[str]:
+        return step.argv(self.values(step, outputs or {}))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "form": self.config.form,
+            "model": self.config.model.id,
+            "work_dir": str(self.work_dir),
+            "model_dir": str(self.model_dir),
+            "trtllm_dir": str(self.tree.root),
+            "steps": [
+                {
+                    "name": s.name,
+                    "argv": self.argv(s),
+                    "cwd": str(s.cwd),
+                    "output_dir": str(s.output_dir),
+                    "expect": s.expect,
+                    "injected": list(s.injected),
+                }
+                for s in self.steps
+            ],
+            "output": {"format": self.config.output.format, "name": self.config.output.name},
+            "notes": list(self.notes),
+        }
+
+    def describe(self) -> str:
+        lines = [
+            f"model: {self.config.model.id}"
+            + (f" @ {self.config.model.revision}" if self.config.model.revision else ""),
+            f"TensorRT-LLM tree: {self.tree.root}",
+            f"work dir: {self.work_dir}",
+        ]
+        for i, s in enumerate(self.steps, 1):
+            lines.append(f"[{i}/{len(self.steps)}] {s.name} (expects {s.expect} in {s.output_dir})")
+            lines.append("    " + display(self.argv(s), self.config.secrets))
+        lines.append(f"output: {self.config.output.name} ({self.config.output.format})")
+        lines.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def _infer_expect(step: StepSpec) -> Expect:
+    if step.expect != "auto":
+        return step.expect  # type: ignore[return-value]
+    if step.command == "trtllm-build":
+        return "engine"
+    base = Path(step.script or "").name
+    if base in {"build.py"}:
+        return "engine"
+    if base in {"run.py", "summarize.py", "mmlu.py", "eval_long_context.py"}:
+        return "none"
+    return "checkpoint"
+
+
+def _first(flags: frozenset[str] | None, candidates: tuple[str, ...]) -> str | None:
+    if flags is None:
+        return None
+    return next((c for c in candidates if c in flags), None)
+
+
+def _inside(path: str, root: Path) -> bool:
+    return Path(path).is_relative_to(root)
+
+
+def _resolve_in_work(value: str, work_dir: Path, what: str) -> Path:
+    """A user path for something the tool owns: relative to the work dir, never outside it."""
+    if value.startswith("~"):
+        raise ConfigError(f"{what}: `{value}`: home-relative paths are not allowed; use a path in the work dir")
+    p = Path(posixpath.normpath(str(work_dir / value)))  # an absolute value replaces work_dir
+    if not p.is_relative_to(work_dir) or p == work_dir:
+        raise ConfigError(
+            f"{what}: `{value}` is outside the work dir {work_dir}; output directories are owned by the "
+            "tool and live inside the work dir (use a relative path such as `./engine`)"
+        )
+    return p
+
+
+def _check_value_paths(
+    where: str,
+    tokens: list[str],
+    *,
+    work_dir: Path,
+    model_dir: Path,
+    tree: TrtllmTree,
+    extra: tuple[Path, ...],
+) -> None:
+    allowed = [work_dir, model_dir, tree.examples, *extra]
+    for tok in tokens:
+        if tok.startswith("--"):
+            continue
+        if tok.startswith("~"):
+            raise ConfigError(f"{where}: `{tok}`: home-relative paths are not allowed")
+        if os.path.isabs(tok):
+            norm = posixpath.normpath(tok)
+            real = os.path.realpath(norm)
+            ok_norm = any(_inside(norm, r) for r in allowed)
+            ok_real = any(_inside(real, r.resolve()) for r in allowed)
+            if not (ok_norm and ok_real):
+                raise ConfigError(
+                    f"{where}: absolute path `{tok}` is outside the work dir, the model dir and the "
+                    "TensorRT-LLM examples tree; use {model_dir}, {work_dir} or a relative path"
+                )
+        elif "/" in tok or tok.startswith(".."):
+            norm = posixpath.normpath(str(work_dir / tok))
+            if not _inside(norm, work_dir):
+                raise ConfigError(f"{where}: `{tok}` escapes the work dir with `..`")
+
+
+def make_plan(
+    config: BuildConfig,
+    tree: TrtllmTree,
+    work_dir: Path,
+    *,
+    flags_of: FlagsOf = _default_flags_of,
+    python: str = sys.executable,
+    which: Callable[[str], str | None] = shutil.which,
+) -> Plan:
+    """Validate ``config`` against ``tree`` and produce the concrete plan. Raises ``ConfigError``."""
+    work_dir = Path(posixpath.normpath(str(work_dir.absolute())))
+    model_dir = work_dir / "model"
+    problems: list[str] = []
+    notes: list[str] = []
+    planned: list[PlannedStep] = []
+    declared: dict[str, Path] = {}
+    last_checkpoint: str | None = None
+    last_engine: str | None = None
+
+    for spec in config.steps:
+        where = f"step `{spec.name}`"
+        try:
+            step = _plan_step(
+                spec,
+                config,
+                tree,
+                work_dir,
+                model_dir,
+                python,
+                which,
+                flags_of,
+                last_checkpoint,
+                last_engine,
+                declared,
+                notes,
+            )
+        except ConfigError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        for other, path in declared.items():
+            if path == step.output_dir or path.is_relative_to(step.output_dir) or step.output_dir.is_relative_to(path):
+                problems.append(
+                    f"{where}: output dir {step.output_dir} overlaps step `{other}`'s {path}; give each step its own"
+                )
+        declared[spec.name] = step.output_dir
+        planned.append(step)
+        if step.expect in ("checkpoint", "any"):
+            last_checkpoint = spec.name
+        if step.expect in ("engine", "any"):
+            last_engine = spec.name
+
+    if planned and not problems and planned[-1].expect == "checkpoint" and last_engine is None:
+        problems.append(
+            "the pipeline produces no engine: add a build step (`command: trtllm-build`, or `build.py` for "
+            "old releases)"
+        )
+    if problems:
+        raise ConfigError("the pipeline cannot be planned:", problems=problems)
+    plan = Plan(config, tree, work_dir, model_dir, tuple(planned), tuple(notes))
+    # Render once now so unknown placeholders and path escapes surface before anything runs.
+    for step in plan.steps:
+        try:
+            argv = plan.argv(step)
+        except ConfigError as exc:
+            problems.append(f"step `{step.name}`: {exc}")
+            continue
+        try:
+            _check_value_paths(
+                f"step `{step.name}`",
+                argv[len(step.program) :],
+                work_dir=work_dir,
+                model_dir=model_dir,
+                tree=tree,
+                extra=plan.extra_roots,
+            )
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("the pipeline cannot be planned:", problems=problems)
+    return plan
+
+
+def _rewrite_legacy(value: str, model_id: str) -> str:
+    prefix = LEGACY_MODEL_PREFIX + model_id.strip("/")
+    if value == prefix or value.startswith(prefix + "/"):
+        return "{model_dir}" + value[len(prefix) :]
+    if value.startswith(LEGACY_MODEL_PREFIX):
+        raise ConfigError(
+            f"`{value}` points into /src/models/ but not at this config's model `{model_id}`; "
+            f"use `{prefix}` or {{model_dir}}"
+        )
+    return value
+
+
+def _plan_step(
+    spec: StepSpec,
+    config: BuildConfig,
+    tree: TrtllmTree,
+    work_dir: Path,
+    model_dir: Path,
+    python: str,
+    which: Callable[[str], str | None],
+    flags_of: FlagsOf,
+    last_checkpoint: str | None,
+    last_engine: str | None,
+    declared: Mapping[str, Path],
+    notes: list[str],
+) -> PlannedStep:
+    expect = _infer_expect(spec)
+    script_path: Path | None = None
+    if spec.script is not None:
+        example = spec.example or config.example
+        if example is None:
+            raise ConfigError("no example: set `trtllm.example` or the step's `example`")
+        script_path = tree.script(example, spec.script)
+        program: tuple[str, ...] = (python, str(script_path))
+        ident = Path(spec.script).name
+    else:
+        cmd = spec.command or ""
+        found = which(cmd)
+        if found is None:
+            notes.append(f"`{cmd}` is not on PATH here; a build needs it (the GPU image has it)")
+        program = (found or cmd,)
+        ident = cmd
+
+    args: dict[str, Any] = dict(spec.args)
+    if config.form == "cog-trt-llm":
+        args = {
+            k: (
+                [_rewrite_legacy(x, config.model.id) if isinstance(x, str) else x for x in v]
+                if isinstance(v, list)
+                else (_rewrite_legacy(v, config.model.id) if isinstance(v, str) else v)
+            )
+            for k, v in args.items()
+        }
+    for key, value in args.items():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str):
+                for m in PLACEHOLDER_RE.finditer(v):
+                    ref = m.group(1)
+                    if ref.startswith("steps.") and ref.endswith(".output_dir"):
+                        other = ref[len("steps.") : -len(".output_dir")]
+                        if other not in declared:
+                            raise ConfigError(
+                                f"args.{key}: `{{{ref}}}` names `{other}`, which is not an earlier step"
+                                + (f" (earlier steps: {', '.join(declared)})" if declared else "")
+                            )
+
+    flags = flags_of(ident, script_path)
+    injected: list[str] = []
+
+    # Where does the step write?
+    user_out_flag = next((k for k in OUTPUT_FLAGS if k in args), None)
+    if spec.output_dir is not None:
+        out = _resolve_in_work(_rewrite_legacy(spec.output_dir, config.model.id), work_dir, "output_dir")
+    elif user_out_flag is not None and isinstance(args[user_out_flag], str):
+        raw = str(args[user_out_flag])
+        raw = raw.replace("{work_dir}", str(work_dir))
+        if PLACEHOLDER_RE.search(raw):
+            raise ConfigError(f"args.{user_out_flag}: the output dir may only use {{work_dir}}")
+        out = _resolve_in_work(raw, work_dir, f"args.{user_out_flag}")
+    else:
+        out = work_dir / "steps" / spec.name
+
+    def inject(role_flags: tuple[str, ...], value: str) -> None:
+        if any(f in args for f in role_flags):
+            return
+        flag = _first(flags, role_flags)
+        if flag is not None:
+            args[flag] = value
+            injected.append(flag)
+
+    reads: str | None = None
+    if spec.inject:
+        if expect == "checkpoint" or expect == "any":
+            inject(MODEL_FLAGS, "{model_dir}")
+        elif expect == "engine":
+            if last_checkpoint is None:
+                raise ConfigError("builds an engine but no earlier step produces a checkpoint to read")
+            reads = last_checkpoint
+            inject(CHECKPOINT_FLAGS, f"{{steps.{last_checkpoint}.output_dir}}")
+        elif expect == "none":
+            if last_engine is not None:
+                reads = last_engine
+                inject(ENGINE_FLAGS, f"{{steps.{last_engine}.output_dir}}")
+            inject(TOKENIZER_FLAGS, "{model_dir}")
+        if expect != "none" and user_out_flag is None:
+            inject(OUTPUT_FLAGS, "{output_dir}")
+            if not (set(OUTPUT_FLAGS) & set(args)):
+                raise ConfigError(
+                    f"the tool does not know which flag of `{ident}` takes the output directory; "
+                    'pass it in args, e.g. `output_dir: "{output_dir}"`'
+                )
+    elif expect != "none" and spec.output_dir is None and user_out_flag is None:
+        raise ConfigError("give `output_dir`: where this step writes its output (relative to the work dir)")
+
+    # Keep injected flags first (they read best there), then the user's in their order.
+    ordered = {k: args[k] for k in injected}
+    ordered.update((k, v) for k, v in args.items() if k not in ordered)
+    return PlannedStep(
+        name=spec.name,
+        program=program,
+        args=tuple(render_args(ordered)),
+        cwd=work_dir,
+        output_dir=out,
+        expect=expect,
+        reads=reads,
+        timeout=spec.timeout,
+        script=script_path,
+        injected=tuple(injected),
+    )
