@@ -1,0 +1,1 @@
+"""Placeholder for the backend's BLS helper library (stand-in, tests only)."""

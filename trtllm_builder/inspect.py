@@ -1,0 +1,379 @@
+"""Check an engine archive against its ``manifest.json``, and whether this machine can serve it.
+
+The archive is read once, as a stream: every member is hashed while it passes, in
+fixed-size chunks, so memory stays flat whatever the engine size. ``manifest.json``
+is the archive's last member (see docs/CONTRACTS.md); the comparison happens after
+the stream ends, so an archive written in another order is checked the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+import tarfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import VerifyError
+from .gpu import GpuInfo, detect_gpus
+from .versions import trtllm_version as local_trtllm_version
+
+__all__ = ["FileMismatch", "InspectReport", "format_report", "inspect_archive"]
+
+MANIFEST_NAME = "manifest.json"
+SUPPORTED_FORMAT_VERSIONS = (1,)
+_CHUNK = 1024 * 1024
+_MANIFEST_MAX_BYTES = 64 * 1024 * 1024
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class FileMismatch:
+    """A listed file whose content differs from the manifest."""
+
+    path: str
+    expected_sha256: str
+    expected_size: int
+    actual_sha256: str
+    actual_size: int
+
+
+@dataclass
+class InspectReport:
+    """What :func:`inspect_archive` found.
+
+    ``intact``: every listed file is present with its sha256 and size, nothing else is
+    in the archive. ``servable``: ``True``/``False`` when this machine's GPUs and
+    TensorRT-LLM version can/cannot run the engine, ``None`` when that cannot be told
+    (no GPU visible, versions unknown). ``ok`` is ``intact`` and not known-unservable.
+    """
+
+    archive: Path
+    manifest: dict[str, Any] | None = None
+    files_verified: int = 0
+    bytes_verified: int = 0
+    mismatched: list[FileMismatch] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    gpus: list[GpuInfo] = field(default_factory=list)
+    local_trtllm_version: str | None = None
+    compatibility: list[str] = field(default_factory=list)
+    servable: bool | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.manifest is not None and not (self.mismatched or self.missing or self.unlisted or self.problems)
+
+    @property
+    def ok(self) -> bool:
+        return self.intact and self.servable is not False
+
+
+def inspect_archive(
+    archive: Path,
+    *,
+    gpus: list[GpuInfo] | None = None,
+    trtllm_version: str | None = None,
+) -> InspectReport:
+    """Verify ``archive`` (a ``.tar.gz``) against its manifest and this machine.
+
+    ``gpus`` and ``trtllm_version`` describe the machine that would serve the engine;
+    ``None`` detects them (``nvidia-smi``, the installed ``tensorrt_llm``). Pass
+    ``gpus=[]`` to skip detection. Raises :class:`VerifyError` only when the file
+    cannot be read as an archive at all; everything else is reported.
+    """
+    archive = Path(archive)
+    report = InspectReport(archive=archive)
+    actual: dict[str, tuple[str, int]] = {}
+    manifest_bytes: bytes | None = None
+    try:
+        with tarfile.open(archive, mode="r|*") as tar:
+            for member in tar:
+                name = _member_name(member.name)
+                if member.isdir():
+                    continue
+                if name is None:
+                    report.problems.append(f"unsafe member path {member.name!r} (absolute or with ..)")
+                    continue
+                if name in actual or (name == MANIFEST_NAME and manifest_bytes is not None):
+                    report.problems.append(f"{name}: appears twice in the archive")
+                    continue
+                if member.islnk():
+                    target = _member_name(member.linkname)
+                    if target is not None and target in actual:
+                        actual[name] = actual[target]
+                    else:
+                        report.problems.append(
+                            f"{name}: hard link to {member.linkname!r}, which is not earlier in the archive"
+                        )
+                    continue
+                if not member.isfile():
+                    report.problems.append(f"{name}: not a regular file (symlink or device); archives hold files only")
+                    continue
+                stream = tar.extractfile(member)
+                if stream is None:
+                    report.problems.append(f"{name}: cannot be read")
+                    continue
+                if name == MANIFEST_NAME:
+                    manifest_bytes = _read_capped(stream, _MANIFEST_MAX_BYTES + 1)
+                    continue
+                actual[name] = _hash_stream(stream)
+    except FileNotFoundError as exc:
+        raise VerifyError(f"{archive} does not exist") from exc
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise VerifyError(
+            f"cannot read {archive} as a tar.gz archive ({exc}); it is truncated or not an archive: "
+            "download it again or rebuild it"
+        ) from exc
+
+    manifest = _load_manifest(manifest_bytes, report)
+    if manifest is not None:
+        report.manifest = manifest
+        _compare(manifest, actual, report)
+
+    report.gpus = detect_gpus() if gpus is None else list(gpus)
+    report.local_trtllm_version = local_trtllm_version(None) if trtllm_version is None else trtllm_version
+    if manifest is not None:
+        report.servable, report.compatibility = _compatibility(manifest, report.gpus, report.local_trtllm_version)
+    return report
+
+
+def _member_name(raw: str) -> str | None:
+    name = posixpath.normpath(raw)
+    if raw.startswith("/") or name == ".." or name.startswith("../"):
+        return None
+    return name
+
+
+def _hash_stream(stream: IO[bytes]) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _read_capped(stream: IO[bytes], limit: int) -> bytes:
+    # Not stream.read(limit): a buffered reader allocates `limit` bytes up front.
+    data = bytearray()
+    while len(data) < limit and (chunk := stream.read(min(_CHUNK, limit - len(data)))):
+        data += chunk
+    return bytes(data)
+
+
+def _load_manifest(data: bytes | None, report: InspectReport) -> dict[str, Any] | None:
+    if data is None:
+        report.problems.append(
+            f"no {MANIFEST_NAME} in the archive: it was not written by trtllm-builder or is cut short"
+        )
+        return None
+    if len(data) > _MANIFEST_MAX_BYTES:
+        report.problems.append(f"{MANIFEST_NAME} is larger than {_MANIFEST_MAX_BYTES // 2**20} MiB; not a manifest")
+        return None
+    try:
+        manifest = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        report.problems.append(f"{MANIFEST_NAME} is not valid JSON: {exc}")
+        return None
+    if not isinstance(manifest, dict):
+        report.problems.append(f"{MANIFEST_NAME} is not a JSON object")
+        return None
+    version = manifest.get("format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        report.problems.append(
+            f"{MANIFEST_NAME} format_version {version!r} is not one this trtllm-builder reads "
+            f"({', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}); upgrade trtllm-builder"
+        )
+        return None
+    return manifest
+
+
+def _compare(manifest: dict[str, Any], actual: dict[str, tuple[str, int]], report: InspectReport) -> None:
+    files = manifest.get("files")
+    if not isinstance(files, list):
+        report.problems.append(f"{MANIFEST_NAME} has no `files` list")
+        return
+    listed: set[str] = set()
+    for index, entry in enumerate(files):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("path"), str)
+            and isinstance(entry.get("sha256"), str)
+            and _SHA256_RE.match(entry["sha256"])
+            and isinstance(entry.get("size"), int)
+            and not isinstance(entry.get("size"), bool)
+        ):
+            report.problems.append(f"{MANIFEST_NAME} files[{index}] is not {{path, sha256 (64 hex), size}}")
+            continue
+        path = _member_name(entry["path"])
+        if path is None:
+            report.problems.append(f"{MANIFEST_NAME} lists unsafe path {entry['path']!r}")
+            continue
+        if path in listed:
+            report.problems.append(f"{MANIFEST_NAME} lists {path} twice")
+            continue
+        listed.add(path)
+        if path not in actual:
+            report.missing.append(path)
+            continue
+        sha, size = actual[path]
+        if sha == entry["sha256"] and size == entry["size"]:
+            report.files_verified += 1
+            report.bytes_verified += size
+        else:
+            report.mismatched.append(FileMismatch(path, entry["sha256"], entry["size"], sha, size))
+    report.unlisted.extend(sorted(set(actual) - listed))
+
+
+# --------------------------------------------------------------------------- compatibility
+
+
+def _compatibility(
+    manifest: dict[str, Any], gpus: list[GpuInfo], local_version: str | None
+) -> tuple[bool | None, list[str]]:
+    lines: list[str] = []
+    verdicts: list[bool | None] = []
+
+    built_gpus = manifest.get("gpus") or []
+    built = built_gpus[0] if isinstance(built_gpus, list) and built_gpus and isinstance(built_gpus[0], dict) else {}
+    cap = built.get("compute_capability")
+    built_name = built.get("name") or "unknown GPU"
+    engine = _section(manifest, "engine")
+    world_size = engine.get("world_size")
+    world = world_size if isinstance(world_size, int) and world_size > 0 else 1
+    if not isinstance(cap, str):
+        lines.append("GPU: the manifest records no compute capability; cannot tell which GPUs can run this engine")
+        verdicts.append(None)
+    elif not gpus:
+        lines.append(
+            f"GPU: built for compute capability {cap} ({built_name}); no NVIDIA GPU visible on this machine "
+            "(nvidia-smi missing or failing), so it cannot be served here"
+        )
+        verdicts.append(None)
+    else:
+        matching = [g for g in gpus if g.compute_capability == cap]
+        local = ", ".join(sorted({f"{g.compute_capability} ({g.name})" for g in gpus}))
+        if not matching:
+            lines.append(
+                f"GPU: built for compute capability {cap} ({built_name}); this machine has {local}: "
+                f"the engine will fail with 'expecting compute {cap}'; rebuild on a matching GPU"
+            )
+            verdicts.append(False)
+        elif len(matching) < world:
+            lines.append(
+                f"GPU: the engine needs {world} GPUs of compute capability {cap} (world size {world}); this "
+                f"machine has {len(matching)}: serve it on a machine with {world} such GPUs, or rebuild with a "
+                f"smaller tp_size x pp_size"
+            )
+            verdicts.append(False)
+        else:
+            lines.append(
+                f"GPU: built for compute capability {cap} ({built_name}); this machine has {len(matching)} "
+                f"matching GPU(s), {world} needed: ok"
+            )
+            verdicts.append(True)
+
+    trtllm = _section(manifest, "trtllm")
+    built_version = trtllm.get("version")
+    if not isinstance(built_version, str):
+        lines.append("TensorRT-LLM: the manifest records no version; make sure the serving version is the build one")
+        verdicts.append(None)
+    elif local_version is None:
+        lines.append(
+            f"TensorRT-LLM: built with {built_version}; not installed here, so the serving runtime is unknown: "
+            f"serve it with tensorrt_llm=={built_version}"
+        )
+        verdicts.append(None)
+    elif local_version != built_version:
+        lines.append(
+            f"TensorRT-LLM: built with {built_version}; this machine has {local_version}: the engine will fail to "
+            f"load (serialization version mismatch); install tensorrt_llm=={built_version} or rebuild with "
+            f"{local_version}"
+        )
+        verdicts.append(False)
+    else:
+        lines.append(f"TensorRT-LLM: built with {built_version}; this machine has {local_version}: ok")
+        verdicts.append(True)
+
+    if False in verdicts:
+        return False, lines
+    if None in verdicts:
+        return None, lines
+    return True, lines
+
+
+# --------------------------------------------------------------------------- text
+
+
+def format_report(report: InspectReport) -> str:
+    """A human summary: what the archive holds, whether it is intact, whether this machine can serve it."""
+    out = [f"archive: {report.archive}"]
+    manifest = report.manifest or {}
+    model = _section(manifest, "model")
+    if model:
+        revision = model.get("revision") or "no revision"
+        out.append(f"model: {model.get('id', '?')} ({model.get('source', '?')}, {revision})")
+    tool = _section(manifest, "tool")
+    if manifest:
+        out.append(f"built: {manifest.get('created_at', '?')} by {tool.get('name', '?')} {tool.get('version', '?')}")
+    engine = _section(manifest, "engine")
+    if engine:
+        out.append(
+            f"engine: world size {engine.get('world_size', '?')} (tp {engine.get('tp_size', '?')}, "
+            f"pp {engine.get('pp_size', '?')}), {engine.get('dtype', '?')}"
+        )
+
+    if report.intact:
+        out.append(
+            f"integrity: ok, {report.files_verified} file(s), {_size(report.bytes_verified)}, match {MANIFEST_NAME}"
+        )
+    else:
+        out.append("integrity: FAILED")
+        for problem in report.problems:
+            out.append(f"  - {problem}")
+        for m in report.mismatched:
+            what = "size and sha256 differ" if m.actual_size != m.expected_size else "sha256 differs"
+            out.append(
+                f"  - {m.path}: {what} (manifest {m.expected_size} B sha256 {m.expected_sha256[:12]}..., "
+                f"archive {m.actual_size} B sha256 {m.actual_sha256[:12]}...): modified or corrupted"
+            )
+        for path in report.missing:
+            out.append(f"  - {path}: listed in {MANIFEST_NAME} but not in the archive")
+        for path in report.unlisted:
+            out.append(f"  - {path}: in the archive but not listed in {MANIFEST_NAME}")
+        if report.mismatched or report.missing or report.unlisted:
+            out.append("  download the archive again, or rebuild it; do not serve it as is")
+
+    if report.compatibility:
+        out.append("this machine:")
+        out.extend(f"  - {line}" for line in report.compatibility)
+
+    if not report.intact:
+        out.append("verdict: NOT OK: the archive does not match its manifest")
+    elif report.servable is False:
+        out.append("verdict: NOT OK: intact, but this machine cannot serve it (see above)")
+    elif report.servable is None:
+        out.append("verdict: OK: intact; whether this machine can serve it is unknown (see above)")
+    else:
+        out.append("verdict: OK: intact, and this machine can serve it")
+    return "\n".join(out)
+
+
+def _section(manifest: dict[str, Any], key: str) -> dict[str, Any]:
+    value = manifest.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{n} B"
+        size /= 1024
+    return f"{n} B"
