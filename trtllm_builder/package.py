@@ -30,7 +30,7 @@ from .errors import PackagingError
 
 __all__ = ["ArchiveFile", "sha256_file", "write_archive"]
 
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 SAMPLE = 256 << 10
 BLOCK = tarfile.BLOCKSIZE
 
@@ -246,7 +246,7 @@ def write_archive(
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        what = "the disk is full" if exc.errno in (28, 27) else (exc.strerror or str(exc))
+        what = {28: "the disk is full", 27: "a file-size limit was hit"}.get(exc.errno or 0, exc.strerror or str(exc))
         raise PackagingError(
             f"could not write the archive {dest}: {what}; nothing was left behind. Free space at "
             f"{dest.parent} (the archive needs about {total / 2**30:.2f} GiB) and run again"

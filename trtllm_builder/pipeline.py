@@ -126,7 +126,7 @@ def _verify(step_name: str, expect: str, out_dir: Path, log: Log) -> Found | Non
     if expect == "none":
         return None
     found = locate(out_dir, expect)  # type: ignore[arg-type]
-    what = {"checkpoint": "a TensorRT-LLM checkpoint", "engine": "a TensorRT-LLM engine"}.get(expect, "output")
+    what = {"checkpoint": "TensorRT-LLM checkpoint", "engine": "TensorRT-LLM engine"}.get(expect, "output")
     if found is None:
         want = (
             "config.json + rank<N>.safetensors (or config.ini + *.bin for old converters)"

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, SetupError
 
-__all__ = ["DEFAULT_TRTLLM_DIR", "EXAMPLE_ROOTS", "TrtllmTree", "find_tree"]
+__all__ = ["DEFAULT_TRTLLM_DIRS", "EXAMPLE_ROOTS", "TrtllmTree", "find_tree"]
 
-# Where the GPU image puts the pinned TensorRT-LLM checkout (see Dockerfile).
-DEFAULT_TRTLLM_DIR = Path("/src/TensorRT-LLM")
+# Where the GPU image puts the pinned TensorRT-LLM checkout (see Dockerfile), then where
+# cog-trt-llm's image had it.
+DEFAULT_TRTLLM_DIRS = (Path("/opt/TensorRT-LLM"), Path("/src/TensorRT-LLM"))
 # Example folders moved between releases; look in all of them, newest layout first.
 EXAMPLE_ROOTS = ("models/core", "models/contrib", "")
 
@@ -32,32 +34,37 @@ class TrtllmTree:
                 names.update(p.name for p in base.iterdir() if p.is_dir() and p.name not in {"models"})
         return sorted(names)
 
-    def example_dir(self, name: str) -> Path:
-        """``examples/<name>``, ``examples/models/core/<name>`` or ``examples/models/contrib/<name>``."""
+    def example_dirs(self, name: str) -> list[Path]:
+        """Every existing ``examples/models/core/<name>``, ``examples/models/contrib/<name>``, ``examples/<name>``."""
         if not name or "/" in name or "\\" in name or name in {".", ".."} or "\x00" in name:
             raise ConfigError(f"example `{name}` must be a plain example name such as `llama`")
+        found = []
         for sub in EXAMPLE_ROOTS:
             cand = (self.examples / sub / name) if sub else (self.examples / name)
             if cand.is_dir() and self._inside(cand):
-                return cand
-        import difflib
+                found.append(cand)
+        if not found:
+            close = difflib.get_close_matches(name, self.example_names(), n=3)
+            hint = f"; did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
+            raise ConfigError(
+                f"example `{name}` is not in {self.examples} (looked in examples/models/core/{name}, "
+                f"examples/models/contrib/{name}, examples/{name}){hint}"
+            )
+        return found
 
-        close = difflib.get_close_matches(name, self.example_names(), n=3)
-        hint = f"; did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
-        raise ConfigError(
-            f"example `{name}` is not in {self.examples} (looked in examples/{name}, "
-            f"examples/models/core/{name}, examples/models/contrib/{name}){hint}"
-        )
+    def example_dir(self, name: str) -> Path:
+        """The first of :meth:`example_dirs` (the newest layout)."""
+        return self.example_dirs(name)[0]
 
     def script(self, example: str, script: str) -> Path:
-        """Resolve ``script`` inside the example dir (or the examples root, e.g. ``run.py``).
+        """Resolve ``script`` in the example's dir(s), else the examples root (e.g. ``run.py``).
 
         The result, symlinks resolved, must be a regular file inside the examples tree.
         """
         if not script or script.startswith(("/", "~")) or ".." in script.replace("\\", "/").split("/"):
             raise ConfigError(f"script `{script}` must be a file name inside the example directory")
-        ex_dir = self.example_dir(example)
-        for base in (ex_dir, self.examples):
+        ex_dirs = self.example_dirs(example)
+        for base in (*ex_dirs, self.examples):
             cand = base / script
             if cand.exists() or cand.is_symlink():
                 real = cand.resolve()
@@ -69,16 +76,15 @@ class TrtllmTree:
                 if not real.is_file():
                     raise ConfigError(f"script `{script}` of example `{example}` is not a file ({real})")
                 return cand
-        import difflib
-
-        scripts = sorted(p.name for p in ex_dir.iterdir() if p.suffix == ".py")
+        scripts = sorted({p.name for d in ex_dirs for p in d.iterdir() if p.suffix == ".py"})
         close = difflib.get_close_matches(script, scripts, n=3)
         hint = (
             f"; did you mean {', '.join(f'`{c}`' for c in close)}?"
             if close
             else (f"; it has: {', '.join(scripts)}" if scripts else "")
         )
-        raise ConfigError(f"script `{script}` is not in example `{example}` ({ex_dir}){hint}")
+        where = ", ".join(str(d) for d in ex_dirs)
+        raise ConfigError(f"script `{script}` is not in example `{example}` ({where}){hint}")
 
     def _inside(self, path: Path) -> bool:
         return path.resolve().is_relative_to(self.examples.resolve())
@@ -90,7 +96,9 @@ class TrtllmTree:
 
 def find_tree(trtllm_dir: str | os.PathLike[str] | None = None) -> TrtllmTree:
     """``--trtllm-dir``, else ``TRTLLM_DIR``, else the image's default location."""
-    chosen = trtllm_dir or os.environ.get("TRTLLM_DIR") or DEFAULT_TRTLLM_DIR
+    chosen = trtllm_dir or os.environ.get("TRTLLM_DIR")
+    if not chosen:
+        chosen = next((d for d in DEFAULT_TRTLLM_DIRS if (d / "examples").is_dir()), DEFAULT_TRTLLM_DIRS[0])
     root = Path(chosen).expanduser()
     if not (root / "examples").is_dir():
         how = "--trtllm-dir" if trtllm_dir else ("TRTLLM_DIR" if os.environ.get("TRTLLM_DIR") else "the image default")

@@ -1,0 +1,92 @@
+"""Shared fixtures: the stand-in TensorRT-LLM tree, tiny models, and running the CLI for real."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STANDIN = ROOT / "tests" / "standin"
+TRTLLM_DIR = STANDIN / "TensorRT-LLM"
+STANDIN_BIN = STANDIN / "bin"
+BACKEND_DIR = STANDIN / "tensorrtllm_backend"
+
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+@pytest.fixture
+def standin_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment in which the stand-ins are *the* TensorRT-LLM: tree via TRTLLM_DIR, tools via PATH.
+
+    Also set on this process (monkeypatch), so in-process calls see the same world.
+    """
+    env = {
+        "PATH": os.pathsep.join([str(STANDIN_BIN), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "TRTLLM_DIR": str(TRTLLM_DIR),
+        "TRTLLM_BACKEND_DIR": str(BACKEND_DIR),
+        "TRTLLM_BUILDER_CACHE": str(tmp_path / "cache"),
+        "TMPDIR": str(tmp_path / "tmp"),
+        "HOME": str(tmp_path / "home"),
+        "STANDIN_LOG": str(tmp_path / "standin.log"),
+    }
+    for key in list(os.environ):
+        if key.startswith("STANDIN_") or key in {"HF_TOKEN", "HF_ENDPOINT"}:
+            monkeypatch.delenv(key, raising=False)
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "home").mkdir()
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    full = dict(os.environ)
+    full.update(env)
+    return full
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``tiny_model("llama")`` makes a tiny HF model directory (no network)."""
+    from modelgen import make_tiny_model
+
+    def make(arch: str = "gpt2", name: str | None = None, **kw: object) -> Path:
+        dest = tmp_path / "models" / (name or arch)
+        return make_tiny_model(dest, arch, **kw)  # type: ignore[arg-type]
+
+    return make
+
+
+CliRun = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def run_cli(standin_env: dict[str, str], tmp_path: Path) -> CliRun:
+    """Run ``python -m trtllm_builder ARGS`` as a real subprocess in the stand-in world."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None):
+        full = dict(standin_env)
+        full.update(env or {})
+        return subprocess.run(
+            [sys.executable, "-m", "trtllm_builder", *args],
+            cwd=cwd or tmp_path,
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture
+def no_leftover_processes() -> Iterator[None]:
+    """Fail a test that leaves a stand-in process running."""
+    yield
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    left = [line for line in out.splitlines() if str(STANDIN) in line and "ps -eo" not in line]
+    assert not left, "stand-in processes left running:\n" + "\n".join(left)

@@ -1,0 +1,92 @@
+"""The archive: plain tar -xzf works, checksums match, levels fit the data, failures leave nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from trtllm_builder.errors import PackagingError
+from trtllm_builder.package import write_archive
+
+
+def members(tmp_path: Path) -> list[tuple[str, Path]]:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"version": "0.21.0", "text": "a" * 5000}))
+    (src / "rank0.engine").write_bytes(os.urandom(3 << 20))
+    (src / "rank1.engine").write_bytes(os.urandom((1 << 20) + 7))  # not a multiple of the tar block
+    (src / "tokenizer.json").write_text(json.dumps({"vocab": {f"tok{i}": i for i in range(5000)}}))
+    (src / "empty.txt").write_text("")
+    return [(p.name, p) for p in sorted(src.iterdir())]
+
+
+def test_archive_roundtrip_with_plain_tar(tmp_path: Path) -> None:
+    files = members(tmp_path)
+    dest = tmp_path / "out" / "engine.tar.gz"
+    manifest: dict = {"format_version": 1}
+    written = write_archive(files, dest, manifest, log=lambda _: None)
+    assert [f.path for f in written] == [n for n, _ in files]
+    out = tmp_path / "x"
+    out.mkdir()
+    subprocess.run(["tar", "-xzf", str(dest), "-C", str(out)], check=True)
+    subprocess.run(["gzip", "-t", str(dest)], check=True)
+    got = json.loads((out / "manifest.json").read_text())
+    assert got["format_version"] == 1
+    assert {f["path"] for f in got["files"]} == {n for n, _ in files}
+    for f in got["files"]:
+        data = (out / f["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["size"]
+    with tarfile.open(dest) as tf:  # Python's reader agrees, and manifest.json is last
+        assert tf.getnames()[-1] == "manifest.json"
+    assert not list(dest.parent.glob(".*partial*"))
+
+
+def test_text_is_compressed_engines_are_stored(tmp_path: Path) -> None:
+    src = tmp_path / "s"
+    src.mkdir()
+    (src / "tokenizer.json").write_text("hello " * 200_000)  # 1.2 MB of text
+    dest = tmp_path / "a.tar.gz"
+    write_archive([("tokenizer.json", src / "tokenizer.json")], dest, {}, log=lambda _: None)
+    assert dest.stat().st_size < 100_000
+    (src / "rank0.engine").write_bytes(os.urandom(2 << 20))
+    write_archive([("rank0.engine", src / "rank0.engine")], dest, {}, log=lambda _: None)
+    assert (2 << 20) < dest.stat().st_size < (2 << 20) * 1.01
+
+
+def test_duplicate_names_rejected(tmp_path: Path) -> None:
+    files = members(tmp_path)
+    with pytest.raises(PackagingError, match="two files would be packed as config.json"):
+        write_archive([files[0], files[0]], tmp_path / "a.tar.gz", {}, log=lambda _: None)
+
+
+def test_file_size_limit_leaves_no_partial_archive(tmp_path: Path) -> None:
+    """A full disk (simulated by RLIMIT_FSIZE in a child process) fails cleanly and leaves nothing behind."""
+    files = members(tmp_path)
+    dest = tmp_path / "out" / "engine.tar.gz"
+    code = textwrap.dedent("""
+        import json, resource, signal, sys
+        from pathlib import Path
+        from trtllm_builder.package import write_archive
+        from trtllm_builder.errors import PackagingError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+        files, dest = json.loads(sys.argv[1]), Path(sys.argv[2])
+        try:
+            write_archive([(n, Path(p)) for n, p in files], dest, {}, log=print)
+        except PackagingError as e:
+            print("ERR", e)
+            sys.exit(3)
+    """)
+    arg = json.dumps([(n, str(p)) for n, p in files])
+    res = subprocess.run([sys.executable, "-c", code, arg, str(dest)], capture_output=True, text=True)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "could not write the archive" in res.stdout and "nothing was left behind" in res.stdout
+    assert list(dest.parent.iterdir()) == []
