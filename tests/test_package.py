@@ -46,6 +46,8 @@ def test_archive_roundtrip_with_plain_tar(tmp_path: Path) -> None:
         assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["size"]
     with tarfile.open(dest) as tf:  # Python's reader agrees, and manifest.json is last
         assert tf.getnames()[-1] == "manifest.json"
+    with tarfile.open(dest, mode="r|gz") as tf:  # so does a streaming reader (one gzip member)
+        assert [m.name for m in tf] == [*(n for n, _ in files), "manifest.json"]
     assert not list(dest.parent.glob(".*partial*"))
 
 

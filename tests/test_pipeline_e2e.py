@@ -43,7 +43,7 @@ def unpack(archive: Path, dest: Path) -> dict:
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-xzf", str(archive), "-C", str(dest)], check=True)
     manifest = json.loads((dest / "manifest.json").read_text())
-    on_disk = sorted(p.name for p in dest.iterdir() if p.name != "manifest.json")
+    on_disk = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.name != "manifest.json")
     assert on_disk == sorted(f["path"] for f in manifest["files"])
     for f in manifest["files"]:
         data = (dest / f["path"]).read_bytes()

@@ -12,6 +12,7 @@ Rules (cog-trt-llm dropped falsy values; we do not):
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -59,8 +60,6 @@ def substitute(token: str, values: Mapping[str, str]) -> str:
     def repl(m: re.Match[str]) -> str:
         name = m.group(1)
         if name not in values:
-            import difflib
-
             close = difflib.get_close_matches(name, list(values), n=1)
             hint = f"; did you mean `{{{close[0]}}}`?" if close else ""
             raise ConfigError(

@@ -7,6 +7,7 @@ succeed here; 3 a broken setup (no TensorRT-LLM tree, missing tools); 130 interr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -42,6 +43,18 @@ def _parser() -> argparse.ArgumentParser:
             type=Path,
             help="directory the tool owns for this build (default: a stable temp dir per config)",
         )
+        sp.add_argument(
+            "--backend-dir",
+            type=Path,
+            help="tensorrtllm_backend with all_models/inflight_batcher_llm, for output.format triton "
+            "(default: $TRTLLM_BACKEND_DIR, else <trtllm-dir>/triton_backend)",
+        )
+        sp.add_argument(
+            "--upload",
+            metavar="S3_URL",
+            help="upload the archive to s3://bucket/prefix (overrides output.upload; credentials from the "
+            "usual AWS environment variables or files, never from the command line)",
+        )
 
     sp = sub.add_parser("plan", help="validate the config and print the exact commands; runs nothing")
     common(sp)
@@ -71,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_plan(ns: argparse.Namespace) -> int:
     from .pipeline import prepare
 
-    _, plan = prepare(ns.config, trtllm_dir=ns.trtllm_dir, work_dir=ns.work_dir)
+    _, plan = prepare(
+        ns.config, trtllm_dir=ns.trtllm_dir, work_dir=ns.work_dir, backend_dir=ns.backend_dir, upload=ns.upload
+    )
     if ns.json:
         print(json.dumps(plan.to_json(), indent=2))
     else:
@@ -82,13 +97,17 @@ def _cmd_plan(ns: argparse.Namespace) -> int:
 def _cmd_build(ns: argparse.Namespace) -> int:
     from .pipeline import BuildOptions, build, default_cache_dir, prepare
 
-    config, plan = prepare(ns.config, trtllm_dir=ns.trtllm_dir, work_dir=ns.work_dir)
+    config, plan = prepare(
+        ns.config, trtllm_dir=ns.trtllm_dir, work_dir=ns.work_dir, backend_dir=ns.backend_dir, upload=ns.upload
+    )
     output = ns.output or Path.cwd() / config.output.name
     opts = BuildOptions(
         output=output.absolute(),
         cache_dir=ns.cache_dir or default_cache_dir(),
         model_dir=ns.model_dir,
         keep_work_dir=ns.keep_work_dir,
+        backend_dir=ns.backend_dir,
+        upload=ns.upload,
         log=_err,
     )
     try:
@@ -97,6 +116,8 @@ def _cmd_build(ns: argparse.Namespace) -> int:
         _err(f"the work dir {plan.work_dir} is kept for inspection")
         raise
     print(str(result.archive))
+    if result.upload is not None:
+        print(result.upload.url)
     return 0
 
 
@@ -105,7 +126,9 @@ def _cmd_inspect(ns: argparse.Namespace) -> int:
 
     report = inspect_archive(ns.archive)
     if ns.json:
-        print(json.dumps(report.as_dict(), indent=2))
+        data = dataclasses.asdict(report)
+        data.update(intact=report.intact, ok=report.ok)
+        print(json.dumps(data, indent=2, default=str))
     else:
         print(format_report(report))
     return 0 if report.ok else 1

@@ -3,16 +3,15 @@
 Engines are nearly incompressible fp16/fp8 data, and gzip at its default level spends ~30x the
 time of ``tar -cf`` to save a few percent. So each file gets the level it deserves: a sample is
 compressed first, and incompressible files are written as stored deflate blocks (level 0: gzip
-framing and CRC only), while tokenizer and config files get real compression. A gzip stream may
-consist of several members, so switching level between files costs a few bytes and stays readable
-by every gzip implementation. One pass over each file computes its sha256 while it is written;
+framing and CRC only), while tokenizer and config files get real compression. Both kinds of
+deflate block live in one gzip member (see :class:`_GzipStream`), readable by every gzip reader,
+streaming ones included. One pass over each file computes its sha256 while it is written;
 memory stays flat (fixed-size chunks) and the archive appears atomically (temp file + rename).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import json
 import os
@@ -28,7 +27,7 @@ from typing import Any, BinaryIO
 
 from .errors import PackagingError
 
-__all__ = ["ArchiveFile", "sha256_file", "write_archive"]
+__all__ = ["ArchiveFile", "manifest_bytes", "sha256_file", "write_archive"]
 
 CHUNK = 4 << 20
 SAMPLE = 256 << 10
@@ -65,12 +64,16 @@ def _level_for(path: Path, size: int) -> int:
     return 6 if size < (64 << 20) else 1
 
 
-class _StoredMember:
-    """A gzip member made of stored (uncompressed) deflate blocks, written directly.
+class _GzipStream:
+    """One gzip member whose deflate stream mixes stored and compressed blocks.
 
-    zlib at level 0 still copies every byte through its window at ~0.5 GB/s; framing stored
-    blocks ourselves costs a 5-byte header per 64 KiB block, and the CRC (zlib.crc32) runs at
-    several GB/s.
+    A deflate stream is a sequence of independent blocks, so after a sync flush (which leaves
+    the output byte-aligned) stored blocks framed by hand can follow compressed ones and vice
+    versa. One member, not several concatenated ones, because some readers (Python's
+    ``tarfile`` in stream mode ``r|gz``) silently stop after the first member.
+
+    Stored blocks cost a 5-byte header per 64 KiB and no copy through zlib (which runs at
+    ~0.5 GB/s even at level 0); the CRC (zlib.crc32) runs at several GB/s.
     """
 
     _MAX = 0xFFFF
@@ -79,18 +82,35 @@ class _StoredMember:
         self._raw = raw
         self.crc = 0
         self._size = 0
+        self._deflate: Any = None  # zlib compressobj while in a compressed section
+        self._level = -1
         raw.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff")  # magic, deflate, no flags, mtime 0, OS unknown
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def _end_compressed(self) -> None:
+        if self._deflate is not None:
+            self._raw.write(self._deflate.flush(zlib.Z_SYNC_FLUSH))  # byte-aligned, not final
+            self._deflate = None
+
+    def write(self, data: bytes | bytearray | memoryview, level: int) -> None:
+        """Append ``data`` stored (``level`` 0) or compressed at ``level``."""
         view = memoryview(data)
         self.crc = zlib.crc32(view, self.crc)
-        self.write_blocks(view)
+        if level == 0:
+            self.write_stored(view)
+            return
+        if self._deflate is None or level != self._level:
+            self._end_compressed()
+            self._deflate = zlib.compressobj(level, zlib.DEFLATED, -15)
+            self._level = level
+        self._size += len(view)
+        self._raw.write(self._deflate.compress(view))
 
-    def write_blocks(self, view: memoryview) -> None:
+    def write_stored(self, view: memoryview) -> None:
         """Frame ``view`` as stored blocks; the caller keeps :attr:`crc` up to date.
 
         Headers and data go out in one ``writev`` straight from the caller's buffer: no copy.
         """
+        self._end_compressed()
         self._size += len(view)
         iov: list[bytes | memoryview] = []
         for off in range(0, len(view), self._MAX):
@@ -110,28 +130,16 @@ class _StoredMember:
                 iov[0] = memoryview(iov[0])[written:]
 
     def close(self) -> None:
+        self._end_compressed()
         self._raw.write(b"\x01\x00\x00\xff\xff")  # an empty final stored block
         self._raw.write(struct.pack("<II", self.crc, self._size & 0xFFFFFFFF))
 
 
 class _TarGzWriter:
-    """A tar stream written through gzip members whose level may change between files."""
+    """A tar stream written through one gzip member, each file at the level it deserves."""
 
     def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self._gz: gzip.GzipFile | _StoredMember | None = None
-        self._level = -1
-
-    def _member(self, level: int) -> gzip.GzipFile | _StoredMember:
-        if self._gz is None or level != self._level:
-            if self._gz is not None:
-                self._gz.close()  # writes this member's trailer; the raw file stays open
-            if level == 0:
-                self._gz = _StoredMember(self._raw)
-            else:
-                self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, compresslevel=level, mtime=0)
-            self._level = level
-        return self._gz
+        self._gz = _GzipStream(raw)
 
     @staticmethod
     def _header(name: str, size: int, mtime: float) -> bytes:
@@ -145,39 +153,38 @@ class _TarGzWriter:
 
     def add_file(self, name: str, src: Path) -> ArchiveFile:
         st = src.stat()
-        gz = self._member(_level_for(src, st.st_size))
-        gz.write(self._header(name, st.st_size, st.st_mtime))
-        if isinstance(gz, _StoredMember):
-            digest, done = self._copy_stored(src, gz)
+        level = _level_for(src, st.st_size)
+        self._gz.write(self._header(name, st.st_size, st.st_mtime), 6)
+        if level == 0:
+            digest, done = self._copy_stored(src)
         else:
-            digest, done = self._copy(src, gz)
+            digest, done = self._copy(src, level)
         if done != st.st_size:
             raise PackagingError(f"{src} changed size while it was being packed ({st.st_size} -> {done} bytes)")
         if done % BLOCK:
-            gz.write(b"\0" * (BLOCK - done % BLOCK))
+            self._gz.write(b"\0" * (BLOCK - done % BLOCK), 6)
         return ArchiveFile(name, digest, done)
 
-    def _copy(self, src: Path, gz: gzip.GzipFile) -> tuple[str, int]:
+    def _copy(self, src: Path, level: int) -> tuple[str, int]:
         h = hashlib.sha256()
         done = 0
         with src.open("rb") as fh:
             while chunk := fh.read(CHUNK):
                 h.update(chunk)
-                gz.write(chunk)
+                self._gz.write(chunk, level)
                 done += len(chunk)
         return h.hexdigest(), done
 
-    def _copy_stored(self, src: Path, member: _StoredMember) -> tuple[str, int]:
+    def _copy_stored(self, src: Path) -> tuple[str, int]:
         """Hash and CRC each chunk on helper threads while the main thread writes it.
 
         hashlib and zlib.crc32 release the GIL on large buffers, and so does the write, so the
         three overlap: the cost is close to the largest of them instead of their sum.
         """
         h = hashlib.sha256()
-        crc = member.crc
+        crc = self._gz.crc
         done = 0
         bufs = (bytearray(CHUNK), bytearray(CHUNK))
-
         with src.open("rb", buffering=0) as fh, ThreadPoolExecutor(max_workers=2) as pool:
             i = 0
             while True:
@@ -188,25 +195,28 @@ class _TarGzWriter:
                 view = memoryview(buf)[:n]
                 sha_done = pool.submit(h.update, view)
                 crc_done = pool.submit(zlib.crc32, view, crc)
-                member.write_blocks(view)
+                self._gz.write_stored(view)
                 sha_done.result()
                 crc = crc_done.result()
                 done += n
                 i += 1
-        member.crc = crc
+        self._gz.crc = crc
         return h.hexdigest(), done
 
     def add_bytes(self, name: str, data: bytes) -> None:
-        gz = self._member(6)
-        gz.write(self._header(name, len(data), time.time()))
-        gz.write(data)
+        self._gz.write(self._header(name, len(data), time.time()), 6)
+        self._gz.write(data, 6)
         if len(data) % BLOCK:
-            gz.write(b"\0" * (BLOCK - len(data) % BLOCK))
+            self._gz.write(b"\0" * (BLOCK - len(data) % BLOCK), 6)
 
     def close(self) -> None:
-        gz = self._member(6)
-        gz.write(b"\0" * (2 * BLOCK))  # end-of-archive marker
-        gz.close()
+        self._gz.write(b"\0" * (2 * BLOCK), 6)  # end-of-archive marker
+        self._gz.close()
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    """``manifest.json`` exactly as packed."""
+    return (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
 
 
 def write_archive(
@@ -238,7 +248,7 @@ def write_archive(
             for name, src in members:
                 files.append(writer.add_file(name, src))
             manifest["files"] = [f.as_dict() for f in files]
-            writer.add_bytes("manifest.json", (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
+            writer.add_bytes("manifest.json", manifest_bytes(manifest))
             writer.close()
             # No fsync: the manifest's checksums catch a file torn by a power loss, and
             # syncing 100+ GiB would double the packing time.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import shutil
 import time
@@ -23,11 +24,13 @@ from .configsource import read_config_text
 from .errors import OutputError, SetupError
 from .gpu import GpuInfo, detect_gpus
 from .layout import Found, describe_dir, locate
-from .package import write_archive
+from .package import manifest_bytes, write_archive
 from .plan import Plan, make_plan
 from .runner import run_step
+from .serving import check_outputs, run_smoke_test, triton_members
 from .sources import FetchedModel, ModelRef, fetch_model, tokenizer_files
 from .tree import TrtllmTree, find_tree
+from .upload import S3Credentials, UploadResult, upload_archive
 from .versions import trtllm_version
 from .workdir import default_work_dir, owned_work_dir, remove_inside
 
@@ -52,6 +55,9 @@ class BuildOptions:
     hf_token: str | None = None  # overrides the config's hf_token; never logged
     model_dir: Path | None = None  # use this local model instead of fetching the config's
     keep_work_dir: bool = False
+    backend_dir: Path | None = None  # Triton templates (output.format triton)
+    upload: str | None = None  # s3://bucket/prefix; overrides output.upload
+    s3_credentials: S3Credentials | None = None  # None: boto3's default chain
     log: Log = print
     metric: Metric | None = None
     env: Mapping[str, str] | None = None  # base environment of the steps (default: os.environ)
@@ -84,6 +90,7 @@ class BuildResult:
     manifest: dict[str, Any]
     steps: list[StepRecord]
     work_dir: Path
+    upload: UploadResult | None = None
 
 
 def prepare(
@@ -92,13 +99,16 @@ def prepare(
     trtllm_dir: str | os.PathLike[str] | None = None,
     work_dir: Path | None = None,
     text: str | None = None,
+    backend_dir: str | os.PathLike[str] | None = None,
+    upload: str | None = None,
 ) -> tuple[BuildConfig, Plan]:
-    """Read, validate and plan a config. No model download and no subprocess."""
+    """Read, validate and plan a config, output section included. No model download, no subprocess."""
     if text is None:
         text = read_config_text(config_source)
     config = load_config(text, source=str(config_source))
     tree = find_tree(trtllm_dir)
     plan = make_plan(config, tree, work_dir or default_work_dir(text))
+    check_outputs(config, tree, backend=backend_dir, upload=upload)
     return config, plan
 
 
@@ -169,7 +179,7 @@ def _engine_summary(found: Found) -> dict[str, Any]:
     }
 
 
-def _archive_members(engine: Found, model_dir: Path) -> list[tuple[str, Path]]:
+def _engine_members(engine: Found, model_dir: Path) -> list[tuple[str, Path]]:
     members = [(p.name, p) for p in engine.files()]
     taken = {n for n, _ in members}
     for tok in tokenizer_files(model_dir):
@@ -199,6 +209,8 @@ def _manifest(
         "engine": _engine_summary(engine),
         "steps": [r.as_dict() for r in records],
         "output": {"format": config.output.format, "name": config.output.name},
+        "smoke_test": None,
+        "upload": None,
         "files": [],
     }
 
@@ -207,7 +219,10 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
     """Run the plan and write the archive to ``opts.output``. Raises a ``BuilderError`` on failure."""
     log = opts.log
     secrets = _secrets(config, opts)
+    if opts.s3_credentials:
+        secrets += opts.s3_credentials.secrets()
     token = opts.hf_token or config.hf_token
+    out_plan = check_outputs(config, plan.tree, backend=opts.backend_dir, upload=opts.upload)
     for step in plan.steps:
         if step.program and not os.path.isabs(step.program[0]) and shutil.which(step.program[0]) is None:
             raise SetupError(f"step `{step.name}` needs `{step.program[0]}`, which is not on PATH")
@@ -255,9 +270,29 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
             raise OutputError("no step produced an engine; the last build step must write one")
         gpus = detect_gpus()
         manifest = _manifest(config, plan, model, records, last_engine, gpus, plan.tree)
-        members = _archive_members(last_engine, model.path)
+        if config.smoke_test is not None:
+            manifest["smoke_test"] = run_smoke_test(
+                config.smoke_test, plan.tree, last_engine, work_dir / "model",
+                cwd=work_dir, env=env, secrets=secrets, log=log,
+            )  # fmt: skip
+        tokenizer = tokenizer_files(model.path)
+        if out_plan.format == "triton":
+            members = triton_members(out_plan, last_engine, tokenizer, work_dir / "triton_model_repo")
+            mount = out_plan.triton.mount_path if out_plan.triton else "/models"
+            log(f"Triton model repository verified: {len(members)} files; mount it at {mount}")
+        else:
+            members = _engine_members(last_engine, model.path)
+        if out_plan.upload:
+            manifest["upload"] = {"url": out_plan.upload}
         write_archive(members, opts.output, manifest, log=log)
         size = opts.output.stat().st_size
+        uploaded: UploadResult | None = None
+        if out_plan.upload:
+            uploaded = upload_archive(
+                opts.output, out_plan.upload, credentials=opts.s3_credentials,
+                manifest_sha256=hashlib.sha256(manifest_bytes(manifest)).hexdigest(), log=log,
+            )  # fmt: skip
+            log(f"uploaded to {uploaded.url} (sha256 {uploaded.sha256})")
         if opts.metric:
             opts.metric("archive_bytes", size)
             opts.metric("build_seconds", round(time.monotonic() - start, 3))
@@ -265,4 +300,4 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
     if not opts.keep_work_dir:
         with contextlib.suppress(OSError):
             shutil.rmtree(work_dir)
-    return BuildResult(opts.output, manifest, records, work_dir)
+    return BuildResult(opts.output, manifest, records, work_dir, uploaded)

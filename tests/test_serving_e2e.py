@@ -1,0 +1,122 @@
+"""Serving-ready outputs through the real CLI: Triton repository, smoke test, upload, inspect."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from conftest import CliRun
+from google.protobuf import text_format
+from test_pipeline_e2e import project_config, unpack
+from test_upload import start_moto, stop
+from tritonclient.grpc import model_config_pb2
+
+AWS = {
+    "AWS_ACCESS_KEY_ID": "AKIAE2ETESTKEY",
+    "AWS_SECRET_ACCESS_KEY": "e2e-secret-never-logged",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    proc, endpoint = start_moto()
+    try:
+        boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in AWS.items() if k != "AWS_DEFAULT_REGION"}, region_name="us-east-1").create_bucket(Bucket="engines")
+        yield endpoint
+    finally:
+        stop(proc)
+
+
+TRITON = """\
+output:
+  format: triton
+  triton: {decoupled: true, max_queue_delay_microseconds: 100, mount_path: /opt/ml/model, kv_cache_free_gpu_mem_fraction: 0.9}
+"""
+
+
+def test_triton_repository_with_smoke_test(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
+    smoke = 'smoke_test: {prompt: "The capital of France is", max_output_len: 8}\n'
+    cfg = project_config(tmp_path, tiny_model("llama"), "llama", tp=2, extra_steps=TRITON + smoke)
+    out = tmp_path / "repo.tar.gz"
+    res = run_cli("build", str(cfg), "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    x = tmp_path / "x"
+    manifest = unpack(out, x)
+    for model in ("preprocessing", "postprocessing", "tensorrt_llm", "ensemble", "tensorrt_llm_bls"):
+        text = (x / model / "config.pbtxt").read_text()
+        assert "${" not in text
+        text_format.Parse(text, model_config_pb2.ModelConfig())
+    assert sorted(p.name for p in (x / "tensorrt_llm" / "1").iterdir() if p.suffix in {".engine", ".json"}) == [
+        "config.json", "rank0.engine", "rank1.engine",
+    ]
+    assert (x / "tensorrt_llm" / "tokenizer" / "tokenizer.json").is_file()
+    llm = (x / "tensorrt_llm" / "config.pbtxt").read_text()
+    assert '"/opt/ml/model/tensorrt_llm/1"' in llm and "decoupled: true" in llm
+    assert "max_batch_size: 4" in llm  # from the engine's own build_config
+    # the smoke test ran both ranks under mpirun, its output is in the logs and the manifest
+    assert "/mpirun -n 2 --allow-run-as-root " in res.stderr and "run.py --engine_dir" in res.stderr
+    assert manifest["smoke_test"]["world_size"] == 2 and manifest["smoke_test"]["output"]
+    assert f'Output [Text 0 Beam 0]: "{manifest["smoke_test"]["output"]}"' in res.stderr
+
+
+def test_failing_smoke_test_fails_the_build(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
+    cfg = project_config(tmp_path, tiny_model("gpt2"), "gpt", extra_steps='smoke_test: {prompt: "hi"}\n')
+    out = tmp_path / "e.tar.gz"
+    res = run_cli("build", str(cfg), "-o", str(out), env={"STANDIN_FAIL": "run.py:4"})
+    assert res.returncode == 1
+    assert "step `smoke_test` exited with code 4" in res.stderr and "last " in res.stderr
+    assert not out.exists()
+
+
+def test_unknown_triton_option_is_caught_by_plan(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
+    cfg = project_config(tmp_path, tiny_model("gpt2"), "gpt", extra_steps="output:\n  format: triton\n  triton: {decoupld: true}\n")
+    res = run_cli("plan", str(cfg))
+    assert res.returncode == 2 and "decoupld" in res.stderr and "decoupled" in res.stderr
+
+
+def test_upload_to_s3(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path], s3_endpoint: str) -> None:
+    cfg = project_config(tmp_path, tiny_model("gpt2"), "gpt", extra_steps="output:\n  upload: s3://engines/builds/gpt2\n")
+    out = tmp_path / "engine.tar.gz"
+    res = run_cli("build", str(cfg), "-o", str(out), env={**AWS, "AWS_ENDPOINT_URL_S3": s3_endpoint})
+    assert res.returncode == 0, res.stderr
+    archive_line, url_line = res.stdout.strip().splitlines()
+    assert archive_line == str(out) and url_line == "s3://engines/builds/gpt2/engine.tar.gz"
+    body = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1").get_object(Bucket="engines", Key="builds/gpt2/engine.tar.gz")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == hashlib.sha256(out.read_bytes()).hexdigest()
+    with tarfile.open(out) as tf:
+        manifest = json.load(tf.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert manifest["upload"] == {"url": "s3://engines/builds/gpt2"}
+    assert AWS["AWS_SECRET_ACCESS_KEY"] not in res.stdout + res.stderr
+
+
+def test_failed_upload_keeps_the_archive(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path], s3_endpoint: str) -> None:
+    cfg = project_config(tmp_path, tiny_model("gpt2"), "gpt")
+    out = tmp_path / "engine.tar.gz"
+    res = run_cli("build", str(cfg), "-o", str(out), "--upload", "s3://no-such-bucket/x", env={**AWS, "AWS_ENDPOINT_URL_S3": s3_endpoint})
+    assert res.returncode == 1
+    assert "the local archive is kept at" in res.stderr and str(out) in res.stderr
+    assert out.is_file()
+    unpack(out, tmp_path / "x")  # intact
+
+
+def test_inspect_names_a_tampered_file(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
+    out = tmp_path / "engine.tar.gz"
+    assert run_cli("build", str(project_config(tmp_path, tiny_model("gpt2"), "gpt")), "-o", str(out)).returncode == 0
+    ok = run_cli("inspect", str(out))
+    assert ok.returncode == 0 and "integrity: ok" in ok.stdout
+    x = tmp_path / "x"
+    unpack(out, x)
+    (x / "rank0.engine").write_bytes(b"tampered" + (x / "rank0.engine").read_bytes()[8:])
+    bad = tmp_path / "bad.tar.gz"
+    subprocess.run(["tar", "-czf", str(bad), "-C", str(x), *sorted(p.name for p in x.iterdir() if p.name != "manifest.json"), "manifest.json"], check=True)
+    res = run_cli("inspect", str(bad))
+    assert res.returncode == 1 and "rank0.engine" in res.stdout
+    mismatch = run_cli("inspect", str(out), env={"STANDIN_GPUS": "NVIDIA H100 80GB HBM3:9.0:81559"})
+    assert "9.0" in mismatch.stdout and "8.0" in mismatch.stdout

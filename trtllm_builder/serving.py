@@ -1,0 +1,145 @@
+"""What makes a built engine serve: output formats, the smoke test, the upload.
+
+Glue between the pipeline and :mod:`.triton` / :mod:`.upload`: where the backend templates
+come from, how the smoke test is run (``run.py``, under ``mpirun`` for several ranks), and
+which files an output format packs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .argv import display
+from .config import BuildConfig, SmokeTest
+from .errors import ConfigError, SetupError
+from .layout import Found
+from .runner import run_step
+from .tree import TrtllmTree
+from .triton import TritonOptions, find_templates, make_model_repository, parse_triton_options, validate_options
+from .upload import parse_s3_url
+
+__all__ = [
+    "OutputPlan",
+    "backend_dir",
+    "check_outputs",
+    "run_smoke_test",
+    "triton_members",
+]
+
+_OUTPUT_RE = re.compile(r'^Output \[Text (\d+) Beam (\d+)\]: "(.*)"$')
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """What the output section asks for, validated before anything runs."""
+
+    format: str
+    triton: TritonOptions | None
+    templates: Path | None
+    upload: str | None
+
+
+def backend_dir(explicit: str | os.PathLike[str] | None, tree: TrtllmTree) -> Path:
+    """``--backend-dir``, else ``TRTLLM_BACKEND_DIR``, else the pinned tree's ``triton_backend/``."""
+    chosen = explicit or os.environ.get("TRTLLM_BACKEND_DIR")
+    return Path(chosen) if chosen else tree.root / "triton_backend"
+
+
+def check_outputs(
+    config: BuildConfig, tree: TrtllmTree, *, backend: str | os.PathLike[str] | None = None, upload: str | None = None
+) -> OutputPlan:
+    """Validate the ``output`` section against the real templates; no engine needed."""
+    out = config.output
+    url = upload or out.upload
+    if url is not None:
+        parse_s3_url(url)
+    if out.format == "engine":
+        if out.triton is not None:
+            raise ConfigError("output.triton applies to `format: triton`; remove it or set the format")
+        return OutputPlan("engine", None, None, url)
+    options = parse_triton_options(out.triton)
+    try:
+        templates = find_templates(backend_dir(backend, tree))
+    except SetupError as exc:
+        raise SetupError(f"{exc} (needed by `output.format: triton`)") from None
+    validate_options(options, templates)
+    return OutputPlan("triton", options, templates, url)
+
+
+def triton_members(outputs: OutputPlan, engine: Found, tokenizer: Sequence[Path], dest: Path) -> list[tuple[str, Path]]:
+    """Build the model repository at ``dest`` and list its files as archive members."""
+    if outputs.triton is None or outputs.templates is None:
+        raise ConfigError("internal: triton output without options")  # pragma: no cover
+    repo = make_model_repository(
+        engine_dir=engine.path,
+        tokenizer_files=list(tokenizer),
+        templates=outputs.templates,
+        dest=dest,
+        options=outputs.triton,
+    )
+    return sorted((p.relative_to(repo).as_posix(), p) for p in repo.rglob("*") if p.is_file())
+
+
+def smoke_argv(
+    smoke: SmokeTest, tree: TrtllmTree, engine: Found, model_dir: Path, *, python: str = sys.executable
+) -> list[str]:
+    run_py = tree.examples / "run.py"
+    if not run_py.is_file():
+        raise SetupError(f"the smoke test needs {run_py}, which this TensorRT-LLM tree lacks")
+    argv = [
+        python,
+        str(run_py),
+        "--engine_dir",
+        str(engine.path),
+        "--tokenizer_dir",
+        str(model_dir),
+        "--max_output_len",
+        str(smoke.max_output_len),
+        "--input_text",
+        smoke.prompt,
+    ]
+    if engine.world_size > 1:
+        mpirun = shutil.which("mpirun")
+        if mpirun is None:
+            raise SetupError(f"the engine has {engine.world_size} ranks: the smoke test needs `mpirun` on PATH")
+        argv = [mpirun, "-n", str(engine.world_size), "--allow-run-as-root", *argv]
+    return argv
+
+
+def run_smoke_test(
+    smoke: SmokeTest,
+    tree: TrtllmTree,
+    engine: Found,
+    model_dir: Path,
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    secrets: Sequence[str],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Run ``run.py`` on the engine; a failure raises ``StepFailed`` with its tail."""
+    argv = smoke_argv(smoke, tree, engine, model_dir)
+    log(f"==> smoke test: {display(argv, secrets)}")
+    lines: list[str] = []
+
+    def keep(line: str) -> None:
+        lines.append(line)
+        log(line)
+
+    res = run_step(argv, name="smoke_test", cwd=cwd, env=env, secrets=secrets, timeout=smoke.timeout, emit=keep)
+    outputs = [m.group(3) for raw in lines if (m := _OUTPUT_RE.match(raw.removeprefix("[smoke_test] ").strip()))]
+    log(f"<== smoke test passed in {res.duration_s:.1f} s")
+    return {
+        "prompt": smoke.prompt,
+        "max_output_len": smoke.max_output_len,
+        "output": outputs[0] if outputs else None,
+        "duration_s": round(res.duration_s, 3),
+        "world_size": engine.world_size,
+    }
