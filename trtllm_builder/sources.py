@@ -1,0 +1,170 @@
+"""Model sources: a Hugging Face repo, a local directory, or a tarball URL, fetched into the cache.
+
+``fetch_model`` is the one entry point the pipeline calls; ``hub``, ``tarball`` and ``modelcache``
+hold the details of each source and of the cache they share.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
+
+from . import hub, modelcache, tarball
+from .configsource import display_url
+from .errors import ConfigError, FetchError
+from .hub import TOKENIZER_FILES
+
+__all__ = [
+    "TOKENIZER_FILES",
+    "FetchedModel",
+    "ModelRef",
+    "classify",
+    "fetch_model",
+    "remote_size",
+    "tokenizer_files",
+]
+
+SourceKind = Literal["hf", "local", "tar"]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The model as the config names it."""
+
+    id: str  # HF repo id "org/name", or a local path / "file://..." URL
+    revision: str | None = None
+    tar_url: str | None = None  # cog-trt-llm's model_tar_url (then `id` is only a display name)
+
+
+@dataclass(frozen=True)
+class FetchedModel:
+    """A model directory on local disk, ready for conversion."""
+
+    path: Path  # directory holding config.json, weights, tokenizer files
+    id: str  # display id
+    source: SourceKind
+    revision: str | None  # resolved commit sha for hf; None otherwise
+    size_bytes: int
+    files: tuple[str, ...]  # relative paths present
+
+
+def _local_path(model_id: str) -> Path:
+    if model_id.startswith("file://"):
+        return Path(unquote(urlsplit(model_id).path))
+    return Path(model_id).expanduser()
+
+
+def _looks_like_path(model_id: str) -> bool:
+    return model_id.startswith(("file://", "/", "./", "../", "~", ".\\")) or model_id in (".", "..")
+
+
+def classify(ref: ModelRef) -> SourceKind:
+    """Which source ``ref`` names; raises ``ConfigError`` if it names none. No I/O beyond ``os.path`` checks.
+
+    An existing directory wins over a repo id of the same spelling (as in ``transformers``).
+    """
+    if ref.tar_url is not None:
+        if urlsplit(ref.tar_url).scheme not in ("http", "https"):
+            raise ConfigError(f"`model_tar_url` must be an http(s) URL, got `{display_url(ref.tar_url)}`")
+        if ref.revision is not None:
+            raise ConfigError("`revision` applies to Hugging Face repos, not to `model_tar_url`; remove it")
+        return "tar"
+    if not ref.id:
+        raise ConfigError("the model id is empty: give a Hugging Face repo id (org/name) or a local directory")
+    path = _local_path(ref.id)
+    if os.path.isdir(path) or _looks_like_path(ref.id):
+        if not os.path.isdir(path):
+            raise ConfigError(f"local model directory {path} does not exist")
+        if ref.revision is not None:
+            raise ConfigError(f"`revision` applies to Hugging Face repos, not to the local directory {path}; remove it")
+        return "local"
+    try:
+        validate_repo_id(ref.id)
+    except HFValidationError as e:
+        raise ConfigError(
+            f"model `{ref.id}` is neither an existing directory nor a valid Hugging Face repo id "
+            "(org/name: letters, digits, '-', '_', '.')"
+        ) from e
+    return "hf"
+
+
+def _token(token: str | None) -> str | None:
+    """The token to use: the ``hf_token`` secret, else ``HF_TOKEN``; never a token stored on disk."""
+    return token or os.environ.get("HF_TOKEN", "").strip() or None
+
+
+def remote_size(ref: ModelRef, *, token: str | None) -> int | None:
+    """Bytes the download of ``ref`` will take, from metadata only; None for a local directory (or unknown)."""
+    kind = classify(ref)
+    if kind == "hf":
+        return hub.resolve(ref.id, ref.revision, token=_token(token)).size
+    if kind == "tar":
+        assert ref.tar_url is not None
+        return tarball.tar_size(ref.tar_url)
+    return None
+
+
+def fetch_model(
+    ref: ModelRef,
+    *,
+    token: str | None,
+    cache_dir: Path,
+    free_disk_multiplier: float = 3.0,
+    log: Callable[[str], None] = print,
+) -> FetchedModel:
+    """Make the model ``ref`` names available on local disk and describe it.
+
+    Hugging Face repos and tarballs go to ``cache_dir`` (reused across runs, safe to share between
+    processes); local directories are used in place, never copied or modified. Raises ``FetchError``
+    (and ``PreflightError`` when the disk is too small) with a message that names the fix; the token
+    never appears in a message or a log line.
+    """
+    kind = classify(ref)
+    cache_dir = Path(cache_dir)
+    revision: str | None = None
+    if kind == "hf":
+        tok = _token(token)
+        try:
+            path, revision = hub.fetch(
+                ref.id,
+                ref.revision,
+                token=tok,
+                cache_dir=cache_dir,
+                free_disk_multiplier=free_disk_multiplier,
+                log=lambda line: log(hub.redact(line, tok)),
+            )
+        except FetchError as e:
+            redacted = hub.redact(str(e), tok)
+            if redacted == str(e):
+                raise
+            raise FetchError(redacted) from None
+    elif kind == "tar":
+        assert ref.tar_url is not None
+        path = tarball.fetch_tar(ref.tar_url, cache_dir=cache_dir, free_disk_multiplier=free_disk_multiplier, log=log)
+    else:
+        path = _local_path(ref.id).resolve()
+        if not (path / "config.json").is_file():
+            raise FetchError(
+                f"local model directory {path} has no config.json: point the model id at a Hugging Face "
+                "model directory (config.json, weights, tokenizer files)"
+            )
+        log(f"using local model directory {path} in place")
+    files, size = modelcache.list_files(path)
+    return FetchedModel(path=path, id=ref.id, source=kind, revision=revision, size_bytes=size, files=files)
+
+
+def tokenizer_files(model_dir: Path) -> list[Path]:
+    """The tokenizer and generation-config files present at the top of ``model_dir``, sorted by name."""
+    return sorted(
+        p
+        for p in Path(model_dir).iterdir()
+        if p.is_file() and any(fnmatchcase(p.name, pattern) for pattern in TOKENIZER_FILES)
+    )
