@@ -1,0 +1,221 @@
+"""The Cog model: inputs -> ``trtllm_builder`` pipeline -> ``cog.Path``.
+
+Serve it with ``python -m cog.server.http`` (``COG_PREDICT_TYPE_STUB=predict.py:Predictor``), or
+``cog predict`` / Replicate in the GPU image. What Cog 0.23 does, and why this file looks as it does:
+
+* Cog captures Python's ``print`` but not a child process's own output, and a failed prediction's
+  sync reply carries no logs: the pipeline streams every step line through :func:`_Log`, and its
+  errors (``StepFailed`` ...) carry step, exit code and last lines in the message itself.
+* Cancel arrives as ``CancelationException`` in this thread; the runner stops the step's process
+  group and re-raises, and :meth:`Predictor.run` then deletes the prediction's directory.
+* coglet never deletes returned files: every prediction gets its own directory under
+  ``$TMPDIR/trtllm-builder-predictions/``, and the next prediction deletes the previous one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path as FsPath
+from typing import IO, Any
+
+from cog import BaseRunner, Input, Path, Secret
+
+from trtllm_builder.argv import redact
+from trtllm_builder.config import BuildConfig
+from trtllm_builder.configsource import read_config_text
+from trtllm_builder.errors import BuilderError, SetupError
+from trtllm_builder.gpu import detect_gpus
+from trtllm_builder.pipeline import BuildOptions, build, default_cache_dir, prepare
+from trtllm_builder.plan import Plan
+from trtllm_builder.sources import ModelRef, classify, fetch_model, remote_size
+from trtllm_builder.tree import TrtllmTree, find_tree
+from trtllm_builder.versions import trtllm_version, version_from_source
+
+__all__ = ["PREDICTIONS_DIR_NAME", "Predictor"]
+
+PREDICTIONS_DIR_NAME = "trtllm-builder-predictions"
+_LOCK = ".prediction.lock"
+_METRIC_BAD = re.compile(r"[^A-Za-z0-9]+")
+
+
+def metric_key(name: str) -> str:
+    """``name`` as a key Cog accepts: letters, digits and single inner underscores, starting with a letter."""
+    key = _METRIC_BAD.sub("_", name).strip("_")
+    return key if key[:1].isalpha() else f"m_{key}"
+
+
+class _Log:
+    """The pipeline's log sink: one ``print`` per line (what Cog captures), secrets redacted."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        self.secrets = [s for s in secrets if s]
+
+    def __call__(self, line: str) -> None:
+        print(redact(line, self.secrets), flush=True)
+
+
+class _Workspace:
+    """Per-prediction directories under one root, each locked while its prediction (or output) is live.
+
+    The lock of the latest prediction is held until the next prediction starts, so its returned
+    archive survives until coglet has sent it; :meth:`sweep` then deletes every unlocked directory
+    (this server's earlier ones, and those a crashed server left behind), never one in use.
+    """
+
+    def __init__(self, root: FsPath) -> None:
+        self.root = root
+        self._held: IO[str] | None = None
+
+    def sweep(self) -> None:
+        self._release()
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for entry in sorted(self.root.iterdir()):
+            if entry.is_symlink() or not entry.is_dir():
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+                continue
+            try:
+                with (entry / _LOCK).open("a") as fh:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    _remove(entry)
+            except BlockingIOError:
+                continue  # a live prediction of another server sharing this TMPDIR
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+
+    def new(self) -> FsPath:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = FsPath(tempfile.mkdtemp(prefix="p-", dir=self.root))
+        fh = (path / _LOCK).open("a")
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        self._held = fh
+        return path
+
+    def discard(self, path: FsPath) -> None:
+        _remove(path)
+        self._release()
+
+    def _release(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
+
+
+def _remove(path: FsPath) -> None:
+    # A cancelled archive writer may still be closing files in there: never fail the cleanup.
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def check_image(trtllm_dir: str | None = None) -> tuple[TrtllmTree, dict[str, str | None]]:
+    """What a build needs from the image; raises ``SetupError`` naming what is missing."""
+    tree = find_tree(trtllm_dir)
+    exe = shutil.which("trtllm-build")
+    if exe is None:
+        raise SetupError(
+            "`trtllm-build` is not on PATH: the image must install the `tensorrt_llm` package "
+            "(requirements-gpu.txt) into the Python environment that serves predictions"
+        )
+    installed = trtllm_version(None)
+    in_tree = version_from_source(tree.root / "tensorrt_llm" / "version.py")
+    if installed is None and in_tree is None:
+        raise SetupError(
+            f"cannot tell which TensorRT-LLM this image has: no installed `tensorrt_llm` distribution "
+            f"and no readable {tree.root}/tensorrt_llm/version.py; rebuild the image (Dockerfile / cog.yaml)"
+        )
+    if installed is not None and in_tree is not None and installed != in_tree:
+        raise SetupError(
+            f"the TensorRT-LLM examples tree {tree.root} is version {in_tree} but tensorrt_llm {installed} "
+            "is installed; the example scripts must match the installed package: check out the tree at "
+            f"tag v{installed} (docker/fetch-trtllm-tree.sh)"
+        )
+    return tree, {"tensorrt_llm": installed or in_tree, "examples_tree": in_tree, "trtllm-build": exe}
+
+
+class Predictor(BaseRunner):  # type: ignore[misc]  # cog ships no type information
+    """Build a TensorRT-LLM engine archive from one YAML config."""
+
+    def setup(self) -> None:
+        """Check the image (quick: no import of TensorRT-LLM) and clean up after earlier servers."""
+        self._tree, versions = check_image()
+        self._workspace = _Workspace(FsPath(tempfile.gettempdir()) / PREDICTIONS_DIR_NAME)
+        self._workspace.sweep()
+        gpus = ", ".join(f"{g.name} (sm {g.compute_capability})" for g in detect_gpus()) or "none visible"
+        print(
+            f"TensorRT-LLM {versions['tensorrt_llm']}; examples tree {self._tree.root}; "
+            f"trtllm-build {versions['trtllm-build']}; GPUs: {gpus}; "
+            f"work dirs under {self._workspace.root}",
+            flush=True,
+        )
+
+    def run(
+        self,
+        config: Path = Input(  # noqa: B008 - Cog reads inputs from defaults
+            description="The pipeline config (YAML): an http(s) URL or an upload. Both the project's form "
+            "(`model`, `steps`, `output`) and Replicate cog-trt-llm's form (`model_id`, `example_name`, "
+            "`convert_to_ft`/`build`) are accepted."
+        ),
+        hf_token: Secret | None = Input(  # noqa: B008
+            default=None,
+            description="Hugging Face token for gated or private models; overrides the config's `hf_token`. "
+            "Never logged.",
+        ),
+        dry_run: bool = Input(
+            default=False,
+            description="Validate the config, plan the exact commands and check that the model is reachable, "
+            "then return the plan as JSON (plan.json) instead of building.",
+        ),
+    ) -> Path:
+        token = (hf_token.get_secret_value() if hf_token is not None else None) or None
+        log = _Log([token] if token else [])
+        self._workspace.sweep()
+        pdir = self._workspace.new()
+        try:
+            text = read_config_text(FsPath(config))
+            cfg, plan = prepare("config", trtllm_dir=self._tree.root, work_dir=pdir / "work", text=text)
+            log.secrets.extend(cfg.secrets)
+            if dry_run:
+                return Path(self._dry_run(cfg, plan, token, pdir / "out", log))
+            out = pdir / "out" / cfg.output.name
+            out.parent.mkdir()
+            opts = BuildOptions(output=out, cache_dir=default_cache_dir(), hf_token=token, log=log, metric=self._metric)
+            result = build(cfg, plan, opts)
+            return Path(result.archive)
+        except BaseException as exc:
+            # Failure or cancel: nothing of this prediction is kept (work dir, partial archive).
+            self._workspace.discard(pdir)
+            if isinstance(exc, BuilderError) and redact(str(exc), log.secrets) != str(exc):
+                raise BuilderError(redact(str(exc), log.secrets)) from None
+            raise
+
+    def _metric(self, name: str, value: float) -> None:
+        self.record_metric(metric_key(name), value)
+
+    def _dry_run(self, cfg: BuildConfig, plan: Plan, token: str | None, out_dir: FsPath, log: _Log) -> FsPath:
+        log(plan.describe())
+        ref = ModelRef(cfg.model.id, cfg.model.revision, cfg.model.tar_url)
+        kind = classify(ref)
+        if kind == "local":
+            # used in place: checking it is listing it
+            size: int | None = fetch_model(ref, token=None, cache_dir=default_cache_dir(), log=log).size_bytes
+        else:
+            size = remote_size(ref, token=token or cfg.hf_token)
+        shown = f"{size / 2**20:.1f} MiB" if size is not None else "size unknown"
+        log(f"model `{cfg.model.id}` ({kind}) is reachable: {shown}")
+        doc: dict[str, Any] = {
+            "dry_run": True,
+            "plan": plan.to_json(),
+            "model": {"id": cfg.model.id, "source": kind, "size_bytes": size},
+        }
+        out_dir.mkdir()
+        out = out_dir / "plan.json"
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(redact(json.dumps(doc, indent=2), log.secrets) + "\n", encoding="utf-8")
+        os.replace(tmp, out)
+        return out
