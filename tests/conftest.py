@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,9 @@ STANDIN_BIN = STANDIN / "bin"
 BACKEND_DIR = STANDIN / "tensorrtllm_backend"
 
 sys.path.insert(0, str(ROOT / "tests"))
+
+# `--run-gpu`: GPU tests run only when asked; a run without it prints that they were NOT run.
+from _gpu_option import pytest_addoption, pytest_collection_modifyitems, pytest_terminal_summary  # noqa: E402, F401
 
 
 @pytest.fixture
@@ -83,10 +86,24 @@ def run_cli(standin_env: dict[str, str], tmp_path: Path) -> CliRun:
     return run
 
 
-@pytest.fixture
-def no_leftover_processes() -> Iterator[None]:
-    """Fail a test that leaves a stand-in process running."""
-    yield
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    left = [line for line in out.splitlines() if str(STANDIN) in line and "ps -eo" not in line]
-    assert not left, "stand-in processes left running:\n" + "\n".join(left)
+def assert_processes_gone(pidfile: Path, timeout: float = 5.0) -> None:
+    """Every pid the stand-ins wrote to ``pidfile`` (step and grandchild) is gone (zombies count as gone)."""
+    import time
+
+    pids = [int(p) for p in pidfile.read_text().split()]
+    assert pids, f"{pidfile} lists no processes"
+    deadline = time.monotonic() + timeout
+    alive: list[int] = pids
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in pids if _alive(pid)]
+        if alive:
+            time.sleep(0.05)
+    assert not alive, f"processes still running: {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False

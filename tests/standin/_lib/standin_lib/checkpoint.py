@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,13 @@ def write_checkpoint(controls: Controls, out_dir: Path, cfg: dict[str, Any], see
     for rank in range(world):
 
         def produce(rank: int = rank) -> bytes:
-            return safetensors_bytes(rank_tensors(cfg, rank), seed=f"{seed}|{text}|{rank}")
+            tensors = rank_tensors(cfg, rank)
+            # STANDIN_CHECKPOINT_BYTES: pad each rank so the checkpoint is as large as a real one would be
+            # (the disk-budget benchmark needs checkpoint ~ model size); split evenly over the ranks.
+            padding = int(os.environ.get("STANDIN_CHECKPOINT_BYTES", "0")) // world
+            if padding > 0:
+                tensors.append(("standin.padding", "U8", [padding]))
+            return safetensors_bytes(tensors, seed=f"{seed}|{text}|{rank}")
 
         files.append((f"rank{rank}.safetensors", produce))
     controls.write_files(out_dir, files)

@@ -1,0 +1,79 @@
+"""Shared set-up for the benchmarks: the stand-in world, a model, a config, running the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STANDIN = ROOT / "tests" / "standin"
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def standin_env(scratch: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STANDIN_") and k != "HF_TOKEN"}
+    env.update(
+        PATH=os.pathsep.join([str(STANDIN / "bin"), str(Path(sys.executable).parent), env.get("PATH", "")]),
+        TRTLLM_DIR=str(STANDIN / "TensorRT-LLM"),
+        TRTLLM_BACKEND_DIR=str(STANDIN / "tensorrtllm_backend"),
+        TRTLLM_BUILDER_CACHE=str(scratch / "cache"),
+        TMPDIR=str(scratch / "tmp"),
+    )
+    (scratch / "tmp").mkdir(parents=True, exist_ok=True)
+    env.update(extra)
+    return env
+
+
+def make_model(dest: Path, weight_bytes: int = 0) -> Path:
+    """A tiny llama-like model; with ``weight_bytes`` its safetensors file is padded to that size."""
+    from modelgen import make_tiny_model
+
+    make_tiny_model(dest, "llama")
+    if weight_bytes:
+        header = json.dumps({"model.padding": {"dtype": "U8", "shape": [weight_bytes], "data_offsets": [0, weight_bytes]}})
+        raw = header.encode() + b" " * (-len(header) % 8)
+        with (dest / "model.safetensors").open("wb") as fh:
+            fh.write(struct.pack("<Q", len(raw)) + raw)
+            left = weight_bytes
+            while left:
+                n = min(left, 16 << 20)
+                fh.write(os.urandom(n))
+                left -= n
+    return dest
+
+
+def write_config(path: Path, model: Path, *, tp: int = 1) -> Path:
+    path.write_text(
+        f"""\
+model: {{id: {model}}}
+trtllm: {{example: llama}}
+steps:
+  - name: convert
+    script: convert_checkpoint.py
+    args: {{dtype: float16, tp_size: {tp}}}
+  - name: build
+    command: trtllm-build
+    args: {{max_batch_size: 4, max_seq_len: 256}}
+"""
+    )
+    return path
+
+
+def run_build(config: Path, out: Path, env: dict[str, str], *extra: str) -> float:
+    """Run ``trtllm-builder build`` as a user would; returns wall seconds."""
+    start = time.perf_counter()
+    res = subprocess.run(
+        [sys.executable, "-m", "trtllm_builder", "build", str(config), "-o", str(out), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    took = time.perf_counter() - start
+    if res.returncode != 0:
+        raise SystemExit(f"build failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    return took

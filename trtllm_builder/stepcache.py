@@ -1,0 +1,198 @@
+"""The step cache: a finished step's output kept under a content key, reused and resumed from.
+
+A key covers everything that decides a step's output: the model (repo id + resolved revision,
+or a local model's content hash), the step's argv with paths normalised to placeholders, the
+script's content hash, the TensorRT-LLM version, the GPUs' compute capability, and the keys of
+every earlier step (so a changed convert step invalidates the build step after it).
+
+An entry appears only when complete: the output is moved into a temp folder of the cache and
+renamed to its key. Concurrent builds computing the same key serialise on a lock file, so the
+second one finds the first one's result. Entries carry their size and last use; the cache is
+kept under a size bound by evicting the least recently used entries that nobody holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CachedStep", "StepCache", "content_hash", "file_hash", "step_key"]
+
+_META = "meta.json"
+_OUT = "output"
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(4 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_hash(root: Path, memo_dir: Path | None = None) -> str:
+    """sha256 over a directory's files (relative path + content), following the model link.
+
+    Hashing a 100 GB local model takes a minute, so per-file hashes are memoised under
+    ``memo_dir`` keyed by (path, size, mtime, inode): a later build re-hashes only what changed.
+    """
+    root = root.resolve()
+    memo_path = memo_dir / "file-hashes.json" if memo_dir else None
+    memo: dict[str, str] = {}
+    if memo_path and memo_path.exists():
+        with contextlib.suppress(OSError, ValueError):
+            memo = json.loads(memo_path.read_text())
+    h = hashlib.sha256()
+    changed = False
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = path.stat()
+        ident = f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+        digest = memo.get(ident)
+        if digest is None:
+            digest = file_hash(path)
+            memo[ident] = digest
+            changed = True
+        h.update(f"{path.relative_to(root).as_posix()}\0{digest}\n".encode())
+    if memo_path and changed:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_path)
+    return h.hexdigest()
+
+
+def step_key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class CachedStep:
+    key: str
+    output: Path  # the cached output folder (what the step's located output dir held)
+    meta: dict[str, Any]
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for p in path.rglob("*"):
+        with contextlib.suppress(OSError):
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+    return total
+
+
+class StepCache:
+    """Step outputs under ``root/steps/<key>/{output,meta.json}``."""
+
+    def __init__(self, root: Path, *, max_bytes: int | None = None, log: Callable[[str], None] = print) -> None:
+        self.root = root / "steps"
+        self.max_bytes = max_bytes
+        self.log = log
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Exclusive per-key lock: a second build of the same step waits, then finds the entry."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / f"{key}.lock").open("w") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.log(f"another build is computing the same step ({key[:12]}); waiting for it")
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def hold(self, key: str, stack: contextlib.ExitStack) -> None:
+        """Mark the entry in use until ``stack`` closes: eviction skips it meanwhile."""
+        fh = stack.enter_context((self.root / f"{key}.use").open("w"))
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
+
+    def lookup(self, key: str) -> CachedStep | None:
+        entry = self.root / key
+        meta_path = entry / _META
+        if not meta_path.is_file() or not (entry / _OUT).is_dir():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            return None
+        meta["last_used"] = time.time()
+        tmp = meta_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, meta_path)
+        return CachedStep(key, entry / _OUT, meta)
+
+    def store(self, key: str, output: Path, meta: dict[str, Any]) -> CachedStep:
+        """Move ``output`` into the cache under ``key`` (atomically) and return the entry.
+
+        The caller links the step's output location to :attr:`CachedStep.output`.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".tmp-{key}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            try:
+                os.rename(output, tmp / _OUT)  # same filesystem: free
+            except OSError:
+                shutil.copytree(output, tmp / _OUT, symlinks=True)
+                shutil.rmtree(output)
+            meta = {**meta, "size": _du(tmp / _OUT), "created": time.time(), "last_used": time.time()}
+            (tmp / _META).write_text(json.dumps(meta, indent=2))
+            entry = self.root / key
+            if entry.exists():  # a stale or concurrent entry: ours is complete, replace it
+                shutil.rmtree(entry)
+            os.rename(tmp, entry)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.evict(keep=key)
+        return CachedStep(key, entry / _OUT, meta)
+
+    def entries(self) -> list[tuple[Path, dict[str, Any]]]:
+        out = []
+        if not self.root.is_dir():
+            return out
+        for entry in self.root.iterdir():
+            meta_path = entry / _META
+            if entry.is_dir() and meta_path.is_file():
+                with contextlib.suppress(OSError, ValueError):
+                    out.append((entry, json.loads(meta_path.read_text())))
+        return out
+
+    def evict(self, *, keep: str | None = None) -> list[str]:
+        """Drop least recently used entries until the cache fits ``max_bytes``; skip locked ones."""
+        if self.max_bytes is None:
+            return []
+        entries = sorted(self.entries(), key=lambda e: float(e[1].get("last_used", 0)))
+        total = sum(int(m.get("size", 0)) for _, m in entries)
+        evicted: list[str] = []
+        for entry, meta in entries:
+            if total <= self.max_bytes:
+                break
+            if entry.name == keep:
+                continue
+            with (self.root / f"{entry.name}.use").open("w") as fh:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # in use by a running build
+                trash = self.root / f".evict-{entry.name}-{os.getpid()}"
+                os.rename(entry, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            total -= int(meta.get("size", 0))
+            evicted.append(entry.name)
+            self.log(f"step cache: evicted {meta.get('step', '?')} ({int(meta.get('size', 0)) / 2**20:.1f} MiB)")
+        return evicted
