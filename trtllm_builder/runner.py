@@ -44,6 +44,18 @@ OOM_HINT = (
 )
 
 
+DISK_HINT = (
+    "the step ran out of disk space (or hit a file-size limit) while writing: free space on the "
+    "work dir's disk, or put the work dir and TMPDIR on a larger one, and run again (finished steps "
+    "are reused from the step cache)"
+)
+_DISK_RE = re.compile(r"No space left on device|Disk quota exceeded|File too large|ENOSPC|EFBIG")
+
+
+def _hint(tail: Sequence[str]) -> str | None:
+    return DISK_HINT if any(_DISK_RE.search(line) for line in tail) else None
+
+
 @dataclass(frozen=True)
 class RunResult:
     returncode: int
@@ -204,14 +216,15 @@ def run_step(
     if rc < 0:
         sig = signal.Signals(-rc)
         cls = StepKilled if sig == signal.SIGKILL else StepFailed
+        hints = {signal.SIGKILL: OOM_HINT, signal.SIGXFSZ: DISK_HINT}
         raise cls(
             name,
             shown,
             rc,
             list(tail),
             reason=f"step `{name}` was killed by {sig.name}",
-            hint=OOM_HINT if sig == signal.SIGKILL else None,
+            hint=hints.get(sig) or _hint(tail),
         )
     if rc != 0:
-        raise StepFailed(name, shown, rc, list(tail))
+        raise StepFailed(name, shown, rc, list(tail), hint=_hint(tail))
     return RunResult(rc, duration, tuple(tail), lines)
