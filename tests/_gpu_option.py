@@ -15,7 +15,7 @@ __all__ = ["GPU_NOT_RUN", "pytest_addoption", "pytest_collection_modifyitems", "
 
 GPU_NOT_RUN = (
     "GPU smoke test NOT RUN: it builds the Docker image and runs one prediction on an NVIDIA GPU; "
-    "run `pytest --run-gpu -m gpu` on a GPU host with Docker (docs/cog.md)"
+    "run `pytest --run-gpu -m gpu` on a GPU host with Docker (README: Run it as a Cog model)"
 )
 
 
