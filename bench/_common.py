@@ -35,7 +35,9 @@ def make_model(dest: Path, weight_bytes: int = 0) -> Path:
 
     make_tiny_model(dest, "llama")
     if weight_bytes:
-        header = json.dumps({"model.padding": {"dtype": "U8", "shape": [weight_bytes], "data_offsets": [0, weight_bytes]}})
+        header = json.dumps(
+            {"model.padding": {"dtype": "U8", "shape": [weight_bytes], "data_offsets": [0, weight_bytes]}}
+        )
         raw = header.encode() + b" " * (-len(header) % 8)
         with (dest / "model.safetensors").open("wb") as fh:
             fh.write(struct.pack("<Q", len(raw)) + raw)

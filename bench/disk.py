@@ -70,7 +70,9 @@ def main() -> None:
         model = make_model(scratch / "model", weight_bytes=size)
         model_bytes = used_bytes([model])
         # fp16 checkpoint and engine are about as large as the fp16 model
-        env = standin_env(scratch, STANDIN_CHECKPOINT_BYTES=str(size), STANDIN_ENGINE_BYTES=str(size), STANDIN_SLEEP="0.3")
+        env = standin_env(
+            scratch, STANDIN_CHECKPOINT_BYTES=str(size), STANDIN_ENGINE_BYTES=str(size), STANDIN_SLEEP="0.3"
+        )
         cfg = write_config(scratch / "c.yaml", model)
         roots = [model, scratch / "tmp", scratch / "cache", scratch / "out"]
         results = {}
@@ -78,10 +80,18 @@ def main() -> None:
             shutil.rmtree(scratch / "cache", ignore_errors=True)
             shutil.rmtree(scratch / "out", ignore_errors=True)
             (scratch / "out").mkdir()
-            peak = peak_during(roots, lambda extra=extra: run_build(cfg, scratch / "out" / "engine.tar.gz", env, *extra))
+            peak = peak_during(
+                roots, lambda extra=extra: run_build(cfg, scratch / "out" / "engine.tar.gz", env, *extra)
+            )
             results[label] = peak / model_bytes
-            print(f"{label:14s} peak {peak / 2**20:8.1f} MiB  model {model_bytes / 2**20:7.1f} MiB  ratio {peak / model_bytes:.2f}")
-        print(f"RESULT peak/model ratio: {results['--no-cache']:.2f} without cache, {results['step cache on']:.2f} with the step cache (target <= 3)")
+            print(
+                f"{label:14s} peak {peak / 2**20:8.1f} MiB  model {model_bytes / 2**20:7.1f} MiB  "
+                f"ratio {peak / model_bytes:.2f}"
+            )
+        print(
+            f"RESULT peak/model ratio: {results['--no-cache']:.2f} without cache, "
+            f"{results['step cache on']:.2f} with the step cache (target <= 3)"
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from trtllm_builder.package import write_archive  # noqa: E402
+from trtllm_builder.package import write_archive
 
 
 def make_data(root: Path, gib: float, ranks: int = 4) -> list[Path]:
@@ -92,7 +92,9 @@ def main() -> None:
         print(f"data: {size / 2**30:.2f} GiB fp16-like random in {len(files)} files; rounds: {ns.rounds}")
         for name, vals in results.items():
             med = statistics.median(vals)
-            print(f"{name:16s} median {med:7.3f} s  {size / med / 2**20:8.1f} MiB/s  ratio vs tar -cf {med / base:5.2f}x")
+            print(
+                f"{name:16s} median {med:7.3f} s  {size / med / 2**20:8.1f} MiB/s  ratio vs tar -cf {med / base:5.2f}x"
+            )
         ratio = statistics.median(results["trtllm-builder"]) / base
         print(f"RESULT packaging/tar-cf ratio: {ratio:.2f} (target <= 2.00)")
     finally:

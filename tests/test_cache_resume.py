@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,9 +47,14 @@ def test_repeat_build_reuses_every_step(run_cli: CliRun, tmp_path: Path, tiny_mo
     unpack(b, tmp_path / "x")
 
 
-def test_changed_build_args_rerun_only_the_build(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
+def test_changed_build_args_rerun_only_the_build(
+    run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
     model = tiny_model("llama")
-    assert run_cli("build", str(project_config(tmp_path, model, "llama")), "-o", str(tmp_path / "a.tar.gz")).returncode == 0
+    assert (
+        run_cli("build", str(project_config(tmp_path, model, "llama")), "-o", str(tmp_path / "a.tar.gz")).returncode
+        == 0
+    )
     cfg2 = project_config(tmp_path, model, "llama", build_args=", max_beam_width: 2", name="c2.yaml")
     res = run_cli("build", str(cfg2), "-o", str(tmp_path / "b.tar.gz"))
     assert res.returncode == 0, res.stderr
@@ -66,7 +72,9 @@ def test_changed_local_model_misses_the_cache(run_cli: CliRun, tmp_path: Path, t
     assert ran(tmp_path).count("convert_checkpoint.py") == 2
 
 
-def test_failed_build_resumes_at_the_failed_step(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
+def test_failed_build_resumes_at_the_failed_step(
+    run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
     cfg = project_config(tmp_path, tiny_model("llama"), "llama")
     res = run_cli("build", str(cfg), env={"STANDIN_FAIL": "trtllm-build"})
     assert res.returncode == 1
@@ -76,22 +84,28 @@ def test_failed_build_resumes_at_the_failed_step(run_cli: CliRun, tmp_path: Path
     assert [s["cached"] for s in manifest_of(tmp_path / "e.tar.gz")["steps"]] == [True, False]
 
 
-def test_killed_build_resumes_and_leaves_no_half_entry(standin_env: dict[str, str], run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
+def test_killed_build_resumes_and_leaves_no_half_entry(
+    standin_env: dict[str, str], run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
     """SIGKILL of the whole tool mid-step (a crashed server): the next run resumes from the cache."""
     cfg = project_config(tmp_path, tiny_model("llama"), "llama")
     pidfile = tmp_path / "pids"
     env = {**standin_env, "STANDIN_HANG": "trtllm-build", "STANDIN_PIDFILE": str(pidfile)}
-    proc = subprocess.Popen([sys.executable, "-m", "trtllm_builder", "build", str(cfg)], env=env, cwd=tmp_path, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trtllm_builder", "build", str(cfg)],
+        env=env,
+        cwd=tmp_path,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 30
     while not (pidfile.exists() and len(pidfile.read_text().split()) >= 2) and time.monotonic() < deadline:
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)  # the tool and everything it started, as a crash would
     proc.wait(timeout=10)
     for pid in map(int, pidfile.read_text().split()):  # the hanging step lives in its own group
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert_processes_gone(pidfile)
     entries = cache_entries(tmp_path)
     assert len(entries) == 1 and json.loads((entries[0] / "meta.json").read_text())["step"] == "convert"
@@ -100,13 +114,29 @@ def test_killed_build_resumes_and_leaves_no_half_entry(standin_env: dict[str, st
     assert ran(tmp_path).count("convert_checkpoint.py") == 1
 
 
-def test_concurrent_builds_share_the_cache(standin_env: dict[str, str], tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
+def test_concurrent_builds_share_the_cache(
+    standin_env: dict[str, str], tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
     cfg = project_config(tmp_path, tiny_model("llama"), "llama")
     env = {**standin_env, "STANDIN_SLEEP": "1.5"}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "trtllm_builder", "build", str(cfg), "-o", str(tmp_path / f"{i}.tar.gz"), "--work-dir", str(tmp_path / f"w{i}")],
-            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "trtllm_builder",
+                "build",
+                str(cfg),
+                "-o",
+                str(tmp_path / f"{i}.tar.gz"),
+                "--work-dir",
+                str(tmp_path / f"w{i}"),
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(2)
     ]
@@ -118,7 +148,9 @@ def test_concurrent_builds_share_the_cache(standin_env: dict[str, str], tmp_path
         unpack(tmp_path / f"{i}.tar.gz", tmp_path / f"x{i}")
 
 
-def test_no_cache_keeps_nothing_and_frees_the_checkpoint(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
+def test_no_cache_keeps_nothing_and_frees_the_checkpoint(
+    run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
     cfg = project_config(tmp_path, tiny_model("llama"), "llama")
     res = run_cli("build", str(cfg), "-o", str(tmp_path / "e.tar.gz"), "--no-cache")
     assert res.returncode == 0, res.stderr

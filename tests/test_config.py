@@ -85,22 +85,34 @@ def test_examples_are_valid(path: Path) -> None:
 
 BAD = {
     "misspelt legacy step": (SEED.replace("build:", "buidl:"), r"buidl: unknown key; did you mean `build`"),
-    "misspelt project key": (PROJECT.replace("revision:", "revison:"), r"model.revison: unknown key; did you mean `revision`"),
-    "misspelt step key": (PROJECT.replace("    args: {dtype", "    arsg: {dtype"), r"arsg: unknown key; did you mean `args`"),
+    "misspelt project key": (
+        PROJECT.replace("revision:", "revison:"),
+        r"model.revison: unknown key; did you mean `revision`",
+    ),
+    "misspelt step key": (
+        PROJECT.replace("    args: {dtype", "    arsg: {dtype"),
+        r"arsg: unknown key; did you mean `args`",
+    ),
     "duplicate step": (PROJECT.replace("name: build", "name: convert"), r"step name `convert` is used twice"),
     "script and command": (
         PROJECT.replace("    command: trtllm-build", "    command: trtllm-build\n    script: x.py"),
         r"exactly one of `script`",
     ),
     "neither script nor command": (PROJECT.replace("    command: trtllm-build\n", ""), r"exactly one of `script`"),
-    "command not allowed": (PROJECT.replace("command: trtllm-build", "command: bash"), r"`bash` is not allowed; allowed: trtllm-build"),
+    "command not allowed": (
+        PROJECT.replace("command: trtllm-build", "command: bash"),
+        r"`bash` is not allowed; allowed: trtllm-build",
+    ),
     "script escapes": (PROJECT.replace("script: convert_checkpoint.py", "script: ../../bin/evil.py"), r"no `\.\.`"),
     "absolute script": (PROJECT.replace("script: convert_checkpoint.py", "script: /bin/sh"), r"no absolute paths"),
     "mapping arg": (PROJECT.replace("tp_size: 2", "tp_size: {a: 1}"), r"args.tp_size: a mapping is not an arg value"),
     "dashed key": (PROJECT.replace("tp_size: 2", "--tp_size: 2"), r"write `tp_size`, not `--tp_size`"),
     "space in key": (PROJECT.replace("tp_size: 2", "'tp size': 2"), r"is not a flag name"),
     "nul in arg": (PROJECT.replace("dtype: float16", 'dtype: "float\\0"'), r"NUL byte"),
-    "bad format": (PROJECT.replace("format: engine", "format: onnx"), r"output.format: Input should be 'engine' or 'triton'"),
+    "bad format": (
+        PROJECT.replace("format: engine", "format: onnx"),
+        r"output.format: Input should be 'engine' or 'triton'",
+    ),
     "mixed forms": ("model_id: x\nexample_name: gpt\nsteps: []\n", r"mixes cog-trt-llm keys"),
     "not a mapping": ("- a\n- b\n", r"top level must be a mapping"),
     "empty": ("", r"top level must be a mapping of keys, got empty"),
@@ -111,9 +123,18 @@ BAD = {
     "no steps legacy": ("model_id: a/b\nexample_name: gpt\n", r"no steps"),
     "no example": (PROJECT.replace("trtllm:\n  example: llama\n", ""), r"no example: set `trtllm.example`"),
     "bad example name": (PROJECT.replace("example: llama", "example: ../llama"), r"must be an example directory name"),
-    "missing model": (PROJECT.replace("model:\n  id: meta-llama/Llama-3.1-8B-Instruct\n  revision: main\n", ""), r"model: required key is missing"),
-    "wrong type": (PROJECT.replace("  id: meta-llama/Llama-3.1-8B-Instruct", "  id: [1]"), r"model.id: Input should be a valid string"),
-    "legacy bad executable": (SEED.replace("  script: build.py", "  script: build.py\n  executable: bash"), r"executable"),
+    "missing model": (
+        PROJECT.replace("model:\n  id: meta-llama/Llama-3.1-8B-Instruct\n  revision: main\n", ""),
+        r"model: required key is missing",
+    ),
+    "wrong type": (
+        PROJECT.replace("  id: meta-llama/Llama-3.1-8B-Instruct", "  id: [1]"),
+        r"model.id: Input should be a valid string",
+    ),
+    "legacy bad executable": (
+        SEED.replace("  script: build.py", "  script: build.py\n  executable: bash"),
+        r"executable",
+    ),
 }
 
 

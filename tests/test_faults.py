@@ -30,7 +30,9 @@ def _limited(limit: int) -> Callable[[], None]:
     return apply
 
 
-def test_disk_full_while_a_step_writes(standin_env: dict[str, str], tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
+def test_disk_full_while_a_step_writes(
+    standin_env: dict[str, str], tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
     """A file-size limit on the whole tool: the engine write fails inside the step."""
     cfg = project_config(tmp_path, tiny_model("llama"), "llama")
     env = {**standin_env, "STANDIN_ENGINE_BYTES": str(4 << 20)}

@@ -46,7 +46,8 @@ build:
 """
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+    for p, c in zip("abcdefgh", "bcdefghi", strict=True)
 )
 
 
@@ -67,7 +68,11 @@ def raw(text: str | bytes) -> Callable[[str], str | bytes]:
 CASES: dict[str, tuple[Callable[[str], str | bytes], int, str]] = {
     # --- YAML itself
     "yaml alias bomb": (raw(BOMB), 2, r"YAML aliases are not supported"),
-    "oversized file": (raw("a: " + "x" * (2 << 20) + "\n"), 2, r"is larger than 1 MiB; a pipeline config is a small YAML file"),
+    "oversized file": (
+        raw("a: " + "x" * (2 << 20) + "\n"),
+        2,
+        r"is larger than 1 MiB; a pipeline config is a small YAML file",
+    ),
     "binary file": (raw(b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 64), 2, r"is binary, not YAML text"),
     "non-utf8": (raw(b"model_id: caf\xe9\n"), 2, r"not UTF-8 text"),
     "python tag": (raw("model_id: !!python/object/apply:os.system ['touch /tmp/pwned']\n"), 2, r"is not valid YAML"),
@@ -80,38 +85,110 @@ CASES: dict[str, tuple[Callable[[str], str | bytes], int, str]] = {
     "misspelt legacy step": (sub("build:", "biuld:", SEED), 2, r"biuld: unknown key; did you mean `build`"),
     "wrong type": (sub("  id: ", "  id: [1]  #"), 2, r"model.id: Input should be a valid string"),
     "steps not a list": (sub("steps:\n", "steps: {}\nx:\n"), 2, r"steps: Input should be a valid list"),
-    "step without name": (sub("  - name: convert\n    script", "  - script"), 2, r"steps\[0\].name: required key is missing"),
+    "step without name": (
+        sub("  - name: convert\n    script", "  - script"),
+        2,
+        r"steps\[0\].name: required key is missing",
+    ),
     "duplicate step names": (sub("name: build", "name: convert"), 2, r"step name `convert` is used twice"),
-    "script and command": (sub("    command: trtllm-build", "    command: trtllm-build\n    script: run.py"), 2, r"exactly one of `script`"),
+    "script and command": (
+        sub("    command: trtllm-build", "    command: trtllm-build\n    script: run.py"),
+        2,
+        r"exactly one of `script`",
+    ),
     "command not allowed": (sub("command: trtllm-build", "command: bash"), 2, r"`bash` is not allowed"),
     "command with a path": (sub("command: trtllm-build", "command: /bin/sh"), 2, r"`/bin/sh` is not allowed"),
-    "absurd timeout": (sub("    command: trtllm-build", "    command: trtllm-build\n    timeout: 1e12"), 2, r"timeout: Input should be less than or equal to 604800"),
-    "absurd number": (sub("max_batch_size: 4", "max_batch_size: 100000000000000000000000000000"), 2, r"does not fit in 64 bits"),
+    "absurd timeout": (
+        sub("    command: trtllm-build", "    command: trtllm-build\n    timeout: 1e12"),
+        2,
+        r"timeout: Input should be less than or equal to 604800",
+    ),
+    "absurd number": (
+        sub("max_batch_size: 4", "max_batch_size: 100000000000000000000000000000"),
+        2,
+        r"does not fit in 64 bits",
+    ),
     "nan arg": (sub("max_batch_size: 4", "max_batch_size: .nan"), 2, r"NaN is not a valid value"),
     "mapping arg": (sub("max_batch_size: 4", "max_batch_size: {a: 1}"), 2, r"a mapping is not an arg value"),
-    "dashed arg key": (sub("max_batch_size: 4", "--max_batch_size: 4"), 2, r"write `max_batch_size`, not `--max_batch_size`"),
+    "dashed arg key": (
+        sub("max_batch_size: 4", "--max_batch_size: 4"),
+        2,
+        r"write `max_batch_size`, not `--max_batch_size`",
+    ),
     "shell chars in arg key": (sub("max_batch_size: 4", "'a;rm -rf /': 4"), 2, r"is not a flag name"),
     "nul in arg value": (sub("dtype: float16", 'dtype: "float16\\0; rm -rf /"'), 2, r"contains a NUL byte"),
-    "too many steps": (lambda m: GOOD.format(model=m) + "".join(f"  - {{name: s{i}, command: trtllm-build}}\n" for i in range(40)), 2, r"the limit is 32"),
+    "too many steps": (
+        lambda m: GOOD.format(model=m) + "".join(f"  - {{name: s{i}, command: trtllm-build}}\n" for i in range(40)),
+        2,
+        r"the limit is 32",
+    ),
     "huge arg value": (sub("dtype: float16", "dtype: " + "x" * 5000), 2, r"5000 characters; the limit is 4096"),
-    "absurd smoke test": (lambda m: GOOD.format(model=m) + "smoke_test: {prompt: hi, max_output_len: 1000000000}\n", 2, r"max_output_len: Input should be less than or equal to 4096"),
-    "archive name with a path": (lambda m: GOOD.format(model=m) + "output: {name: ../../evil.tar.gz}\n", 2, r"output.name: String should match pattern"),
+    "absurd smoke test": (
+        lambda m: GOOD.format(model=m) + "smoke_test: {prompt: hi, max_output_len: 1000000000}\n",
+        2,
+        r"max_output_len: Input should be less than or equal to 4096",
+    ),
+    "archive name with a path": (
+        lambda m: GOOD.format(model=m) + "output: {name: ../../evil.tar.gz}\n",
+        2,
+        r"output.name: String should match pattern",
+    ),
     "upload not s3": (lambda m: GOOD.format(model=m) + "output: {upload: 'http://example.invalid/x'}\n", 2, r"s3://"),
     # --- paths
     "script dotdot": (sub("script: convert_checkpoint.py", "script: ../../../../bin/sh"), 2, r"no `\.\.`"),
     "script absolute": (sub("script: convert_checkpoint.py", "script: /bin/sh"), 2, r"no absolute paths"),
     "example dotdot": (sub("example: llama", "example: .."), 2, r"must be an example directory name"),
     "example with slash": (sub("example: llama", "example: models/../../x"), 2, r"must be an example directory name"),
-    "output_dir absolute": (sub("    command: trtllm-build", "    command: trtllm-build\n    output_dir: /etc"), 2, r"`/etc` is outside the work dir"),
-    "output_dir dotdot": (sub("    command: trtllm-build", "    command: trtllm-build\n    output_dir: ../../x"), 2, r"`../../x` is outside the work dir"),
-    "arg absolute outside": (sub("max_batch_size: 4", "max_batch_size: 4, input_timing_cache: /etc/passwd"), 2, r"absolute path `/etc/passwd` is outside"),
-    "arg dotdot": (sub("max_batch_size: 4", "max_batch_size: 4, input_timing_cache: ../../../etc/passwd"), 2, r"escapes the work dir"),
-    "arg home path": (sub("max_batch_size: 4", "max_batch_size: 4, input_timing_cache: ~/.ssh/id_rsa"), 2, r"home-relative paths are not allowed"),
-    "unknown placeholder": (sub("max_batch_size: 4", "max_batch_size: 4, input_timing_cache: '{home}/x'"), 2, r"unknown placeholder `\{home\}`"),
-    "legacy other model path": (sub("in-file: /src/models/sshleifer/tiny-gpt2", "in-file: /src/models/someone/else", SEED), 2, r"not at this config's model"),
-    "model id traversal": (lambda m: GOOD.format(model="../../../../../../../../etc"), 2, r"local model directory /etc has no config.json"),
-    "model id missing dir": (lambda m: GOOD.format(model="./no/such/model"), 2, r"local model directory .*no/such/model does not exist"),
-    "secret in a bad config": (lambda m: GOOD.format(model=m) + "hf_token: hf_SECRETSECRETSECRET123\nextra_key: 1\n", 2, r"extra_key: unknown key"),
+    "output_dir absolute": (
+        sub("    command: trtllm-build", "    command: trtllm-build\n    output_dir: /etc"),
+        2,
+        r"`/etc` is outside the work dir",
+    ),
+    "output_dir dotdot": (
+        sub("    command: trtllm-build", "    command: trtllm-build\n    output_dir: ../../x"),
+        2,
+        r"`../../x` is outside the work dir",
+    ),
+    "arg absolute outside": (
+        sub("max_batch_size: 4", "max_batch_size: 4, input_timing_cache: /etc/passwd"),
+        2,
+        r"absolute path `/etc/passwd` is outside",
+    ),
+    "arg dotdot": (
+        sub("max_batch_size: 4", "max_batch_size: 4, input_timing_cache: ../../../etc/passwd"),
+        2,
+        r"escapes the work dir",
+    ),
+    "arg home path": (
+        sub("max_batch_size: 4", "max_batch_size: 4, input_timing_cache: ~/.ssh/id_rsa"),
+        2,
+        r"home-relative paths are not allowed",
+    ),
+    "unknown placeholder": (
+        sub("max_batch_size: 4", "max_batch_size: 4, input_timing_cache: '{home}/x'"),
+        2,
+        r"unknown placeholder `\{home\}`",
+    ),
+    "legacy other model path": (
+        sub("in-file: /src/models/sshleifer/tiny-gpt2", "in-file: /src/models/someone/else", SEED),
+        2,
+        r"not at this config's model",
+    ),
+    "model id traversal": (
+        lambda m: GOOD.format(model="../../../../../../../../etc"),
+        2,
+        r"local model directory /etc has no config.json",
+    ),
+    "model id missing dir": (
+        lambda m: GOOD.format(model="./no/such/model"),
+        2,
+        r"local model directory .*no/such/model does not exist",
+    ),
+    "secret in a bad config": (
+        lambda m: GOOD.format(model=m) + "hf_token: hf_SECRETSECRETSECRET123\nextra_key: 1\n",
+        2,
+        r"extra_key: unknown key",
+    ),
 }
 
 
@@ -153,7 +230,9 @@ def test_hostile_config(case: str, world: dict[str, Path], tmp_path: Path, capsy
     assert got == code, out
     assert re.search(pattern, out), out
     calls = (tmp_path / "standin.log").read_text().splitlines() if (tmp_path / "standin.log").exists() else []
-    steps = [json.loads(c) for c in calls if json.loads(c)["argv"] != ["--help"] and json.loads(c)["script"] != "nvidia-smi"]
+    steps = [
+        json.loads(c) for c in calls if json.loads(c)["argv"] != ["--help"] and json.loads(c)["script"] != "nvidia-smi"
+    ]
     assert steps == [], "a step ran"
     after = snapshot(tmp_path, owned)
     after = {k: v for k, v in after.items() if not k.endswith(("hostile.yaml", "standin.log"))}
@@ -180,13 +259,15 @@ def test_symlink_escapes(world: dict[str, Path], tmp_path: Path, capsys: pytest.
     (ex / "convert_checkpoint.py").unlink()
     (ex / "convert_checkpoint.py").write_text("print('fine')\n")
     (tree / "examples" / "etc").symlink_to("/etc")
-    text = GOOD.format(model=world["model"]).replace("dtype: float16", f"dtype: float16, calib_dataset: {tree}/examples/etc/passwd")
+    text = GOOD.format(model=world["model"]).replace(
+        "dtype: float16", f"dtype: float16, calib_dataset: {tree}/examples/etc/passwd"
+    )
     code, out = run_case(text, tmp_path, capsys, "--trtllm-dir", str(tree))
     assert code == 2 and "is outside the work dir" in out
 
 
 class _Endless(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path.startswith("/missing"):
             self.send_error(404)
             return
@@ -211,21 +292,29 @@ def endless_server() -> Iterator[str]:
     srv.shutdown()
 
 
-def test_config_url_never_ending(world: dict[str, Path], endless_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_url_never_ending(
+    world: dict[str, Path], endless_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = cli.main(["build", f"{endless_server}/config.yaml", "-o", str(tmp_path / "e.tar.gz")])
     out = capsys.readouterr().err
     assert code == 2 and "is larger than 1 MiB" in out
 
 
-def test_config_url_404(world: dict[str, Path], endless_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_url_404(
+    world: dict[str, Path], endless_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = cli.main(["build", f"{endless_server}/missing.yaml", "-o", str(tmp_path / "e.tar.gz")])
     out = capsys.readouterr().err
     assert code == 2 and "404" in out
 
 
-def test_shell_metacharacters_stay_one_literal_argument(world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_shell_metacharacters_stay_one_literal_argument(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     evil = "$(touch /tmp/pwned-meta); `id` | tee x && echo $HOME > y; 'quoted' \"dq\" *"
-    text = GOOD.format(model=world["model"]).replace("dtype: float16", f"dtype: float16, calib_dataset: {json.dumps(evil)}")
+    text = GOOD.format(model=world["model"]).replace(
+        "dtype: float16", f"dtype: float16, calib_dataset: {json.dumps(evil)}"
+    )
     cfg = tmp_path / "m.yaml"
     cfg.write_text(text)
     assert cli.main(["plan", str(cfg), "--json"]) == 0

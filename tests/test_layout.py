@@ -16,7 +16,11 @@ def safetensors(path: Path, n: int = 4) -> None:
 
 def checkpoint(d: Path, world: int, ranks: range | None = None) -> Path:
     d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(json.dumps({"architecture": "LlamaForCausalLM", "mapping": {"world_size": world, "tp_size": world, "pp_size": 1}}))
+    (d / "config.json").write_text(
+        json.dumps(
+            {"architecture": "LlamaForCausalLM", "mapping": {"world_size": world, "tp_size": world, "pp_size": 1}}
+        )
+    )
     for r in ranks if ranks is not None else range(world):
         safetensors(d / f"rank{r}.safetensors")
     return d
@@ -24,7 +28,9 @@ def checkpoint(d: Path, world: int, ranks: range | None = None) -> Path:
 
 def engine(d: Path, world: int) -> Path:
     d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(json.dumps({"version": "0.21.0", "pretrained_config": {"mapping": {"world_size": world}}, "build_config": {}}))
+    (d / "config.json").write_text(
+        json.dumps({"version": "0.21.0", "pretrained_config": {"mapping": {"world_size": world}}, "build_config": {}})
+    )
     for r in range(world):
         (d / f"rank{r}.engine").write_bytes(b"e" * 10)
     return d
@@ -76,6 +82,8 @@ def test_legacy_layouts(tmp_path: Path) -> None:
     (eng / "config.json").write_text(json.dumps({"builder_config": {"tensor_parallel": 2}}))
     (eng / "gpt_float16_tp2_rank0.engine").write_bytes(b"e")
     found = locate(eng, "engine")
-    assert found and found.layout == "legacy_engine" and found.problems == [
-        "expected engines for ranks [0, 1] (tensor_parallel=2), found ranks [0]"
-    ]
+    assert (
+        found
+        and found.layout == "legacy_engine"
+        and found.problems == ["expected engines for ranks [0, 1] (tensor_parallel=2), found ranks [0]"]
+    )

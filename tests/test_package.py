@@ -65,7 +65,7 @@ def test_text_is_compressed_engines_are_stored(tmp_path: Path) -> None:
 
 def test_duplicate_names_rejected(tmp_path: Path) -> None:
     files = members(tmp_path)
-    with pytest.raises(PackagingError, match="two files would be packed as config.json"):
+    with pytest.raises(PackagingError, match=r"two files would be packed as config\.json"):
         write_archive([files[0], files[0]], tmp_path / "a.tar.gz", {}, log=lambda _: None)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,12 +13,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, STANDIN, TRTLLM_DIR, CliRun
+from conftest import ROOT, STANDIN, TRTLLM_DIR, CliRun, assert_processes_gone
 
 SEED = ROOT / "examples" / "cog-trt-llm" / "tiny-gpt2.yaml"
 
 
-def project_config(tmp_path: Path, model: Path, example: str, *, tp: int = 1, extra_steps: str = "", name: str = "c.yaml", convert_args: str = "", build_args: str = "") -> Path:
+def project_config(
+    tmp_path: Path,
+    model: Path,
+    example: str,
+    *,
+    tp: int = 1,
+    extra_steps: str = "",
+    name: str = "c.yaml",
+    convert_args: str = "",
+    build_args: str = "",
+) -> Path:
     cfg = tmp_path / name
     cfg.write_text(
         f"""\
@@ -43,7 +52,9 @@ def unpack(archive: Path, dest: Path) -> dict:
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-xzf", str(archive), "-C", str(dest)], check=True)
     manifest = json.loads((dest / "manifest.json").read_text())
-    on_disk = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.name != "manifest.json")
+    on_disk = sorted(
+        p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.name != "manifest.json"
+    )
     assert on_disk == sorted(f["path"] for f in manifest["files"])
     for f in manifest["files"]:
         data = (dest / f["path"]).read_bytes()
@@ -52,10 +63,14 @@ def unpack(archive: Path, dest: Path) -> dict:
     return manifest
 
 
-def standin_calls(env_log: Path) -> list[dict]:
+def standin_calls(env_log: Path, *, parser_reads: bool = False) -> list[dict]:
+    """The steps the stand-ins were run as; reading a parser (``--help``) or the GPUs is not running a step."""
     if not env_log.exists():
         return []
-    return [json.loads(line) for line in env_log.read_text().splitlines() if line.strip()]
+    calls = [json.loads(line) for line in env_log.read_text().splitlines() if line.strip()]
+    if parser_reads:
+        return calls
+    return [c for c in calls if c["argv"] != ["--help"] and c["script"] != "nvidia-smi"]
 
 
 # --- plan ---------------------------------------------------------------------------------------
@@ -71,13 +86,23 @@ def test_plan_json_for_seed_config(run_cli: CliRun, tmp_path: Path) -> None:
     assert convert["argv"][1] == str(TRTLLM_DIR / "examples" / "gpt" / "hf_gpt_convert.py")
     # /src/models/<model_id> is mapped to the model dir; relative paths stay relative to the work dir (cwd)
     assert convert["argv"][2:] == [
-        "--in-file", str(work / "model"), "--out-dir", "./c-model/gpt2",
-        "--tensor-parallelism", "1", "--storage-type", "float16",
+        "--in-file",
+        str(work / "model"),
+        "--out-dir",
+        "./c-model/gpt2",
+        "--tensor-parallelism",
+        "1",
+        "--storage-type",
+        "float16",
     ]
     assert convert["cwd"] == str(work) and convert["output_dir"] == str(work / "c-model" / "gpt2" / "1-gpu")
     assert build["argv"][2:] == [
-        "--model_dir", "./c-model/gpt2/1-gpu", "--output_dir", "./engine_outputs/",
-        "--use_gpt_attention_plugin", "--remove_input_padding",
+        "--model_dir",
+        "./c-model/gpt2/1-gpu",
+        "--output_dir",
+        "./engine_outputs/",
+        "--use_gpt_attention_plugin",
+        "--remove_input_padding",
     ]
     assert not (tmp_path / "w").exists()  # plan touches nothing
     assert standin_calls(tmp_path / "standin.log") == []  # and runs nothing
@@ -92,23 +117,54 @@ def test_plan_injects_dirs_for_project_form(run_cli: CliRun, tmp_path: Path, tin
     assert convert["argv"][1].endswith("examples/models/core/llama/convert_checkpoint.py")
     assert convert["argv"][2:6] == ["--model_dir", str(w / "model"), "--output_dir", str(w / "steps" / "convert")]
     assert build["argv"][0] == str(STANDIN / "bin" / "trtllm-build")
-    assert build["argv"][1:5] == ["--checkpoint_dir", str(w / "steps" / "convert"), "--output_dir", str(w / "steps" / "build")]
+    assert build["argv"][1:5] == [
+        "--checkpoint_dir",
+        str(w / "steps" / "convert"),
+        "--output_dir",
+        str(w / "steps" / "build"),
+    ]
 
 
 def test_plan_human_output(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
     res = run_cli("plan", str(project_config(tmp_path, tiny_model("gpt2"), "gpt")))
     assert res.returncode == 0, res.stderr
-    assert "[1/2] convert" in res.stdout and "[2/2] build" in res.stdout and "trtllm-build --checkpoint_dir" in res.stdout
+    assert (
+        "[1/2] convert" in res.stdout and "[2/2] build" in res.stdout and "trtllm-build --checkpoint_dir" in res.stdout
+    )
 
 
 PLAN_ERRORS = {
     "unknown example": ("example: llama", "example: lama", r"example `lama` is not in .*did you mean `llama`"),
-    "missing script": ("script: convert_checkpoint.py", "script: convert.py", r"script `convert.py` is not in example `llama`.*did you mean `convert_checkpoint.py`"),
-    "abs path outside": ("dtype: float16", "dtype: float16, calib_dataset: /etc/passwd", r"absolute path `/etc/passwd` is outside the work dir"),
-    "dotdot arg": ("dtype: float16", "dtype: float16, calib_dataset: ../../../etc", r"`../../../etc` escapes the work dir"),
-    "unknown placeholder": ("dtype: float16", "dtype: float16, calib_dataset: '{modle_dir}/x'", r"unknown placeholder `\{modle_dir\}`.*did you mean `\{model_dir\}`"),
-    "later step placeholder": ("dtype: float16", "dtype: float16, calib_dataset: '{steps.build.output_dir}'", r"names `build`, which is not an earlier step"),
-    "output outside work dir": ("dtype: float16", "dtype: float16, output_dir: /tmp/elsewhere", r"`/tmp/elsewhere` is outside the work dir"),
+    "missing script": (
+        "script: convert_checkpoint.py",
+        "script: convert.py",
+        r"script `convert.py` is not in example `llama`.*did you mean `convert_checkpoint.py`",
+    ),
+    "abs path outside": (
+        "dtype: float16",
+        "dtype: float16, calib_dataset: /etc/passwd",
+        r"absolute path `/etc/passwd` is outside the work dir",
+    ),
+    "dotdot arg": (
+        "dtype: float16",
+        "dtype: float16, calib_dataset: ../../../etc",
+        r"`../../../etc` escapes the work dir",
+    ),
+    "unknown placeholder": (
+        "dtype: float16",
+        "dtype: float16, calib_dataset: '{modle_dir}/x'",
+        r"unknown placeholder `\{modle_dir\}`.*did you mean `\{model_dir\}`",
+    ),
+    "later step placeholder": (
+        "dtype: float16",
+        "dtype: float16, calib_dataset: '{steps.build.output_dir}'",
+        r"names `build`, which is not an earlier step",
+    ),
+    "output outside work dir": (
+        "dtype: float16",
+        "dtype: float16, output_dir: /tmp/elsewhere",
+        r"`/tmp/elsewhere` is outside the work dir",
+    ),
 }
 
 
@@ -202,7 +258,7 @@ def test_subfolder_discovery(run_cli: CliRun, tmp_path: Path, tiny_model: Callab
     assert res.returncode == 0, res.stderr
     assert "output found in sub-folder 2-gpu/" in res.stderr
     # trtllm-build was pointed at the sub-folder, not at the declared dir
-    build = [c for c in standin_calls(tmp_path / "standin.log") if c["script"] == "trtllm-build"][0]
+    build = next(c for c in standin_calls(tmp_path / "standin.log") if c["script"] == "trtllm-build")
     ckpt = build["argv"][build["argv"].index("--checkpoint_dir") + 1]
     assert ckpt.endswith("steps/convert/2-gpu")
     unpack(out, tmp_path / "x")
@@ -217,21 +273,32 @@ def test_step_exits_0_but_writes_nothing(run_cli: CliRun, tmp_path: Path, tiny_m
     assert not any(c["script"] == "trtllm-build" for c in standin_calls(tmp_path / "standin.log"))
 
 
-def test_timeout(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path], no_leftover_processes: None) -> None:
+def test_timeout(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
     cfg = project_config(tmp_path, tiny_model("llama"), "llama")
-    cfg.write_text(cfg.read_text().replace("    command: trtllm-build\n", "    command: trtllm-build\n    timeout: 2\n"))
+    cfg.write_text(
+        cfg.read_text().replace("    command: trtllm-build\n", "    command: trtllm-build\n    timeout: 2\n")
+    )
     start = time.monotonic()
     res = run_cli("build", str(cfg), env={"STANDIN_HANG": "trtllm-build", "STANDIN_PIDFILE": str(tmp_path / "pids")})
     assert res.returncode == 1
     assert "step `build` timed out after 2 s and was stopped" in res.stderr
     assert time.monotonic() - start < 30
+    assert_processes_gone(tmp_path / "pids")
 
 
-def test_ctrl_c_stops_the_step_tree(standin_env: dict[str, str], tmp_path: Path, tiny_model: Callable[..., Path], no_leftover_processes: None) -> None:
+def test_ctrl_c_stops_the_step_tree(
+    standin_env: dict[str, str], tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
     cfg = project_config(tmp_path, tiny_model("llama"), "llama")
     pidfile = tmp_path / "pids"
     env = {**standin_env, "STANDIN_HANG": "trtllm-build", "STANDIN_PIDFILE": str(pidfile)}
-    proc = subprocess.Popen([sys.executable, "-m", "trtllm_builder", "build", str(cfg)], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trtllm_builder", "build", str(cfg)],
+        env=env,
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while not (pidfile.exists() and len(pidfile.read_text().split()) >= 2) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -242,13 +309,7 @@ def test_ctrl_c_stops_the_step_tree(standin_env: dict[str, str], tmp_path: Path,
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "interrupted" in err
     assert time.monotonic() - start < 15
-    for pid in map(int, pidfile.read_text().split()):
-        try:
-            os.kill(pid, 0)
-            with open(f"/proc/{pid}/stat") as fh:
-                assert fh.read().split()[2] == "Z", f"process {pid} survived"
-        except (ProcessLookupError, FileNotFoundError):
-            pass
+    assert_processes_gone(pidfile)
 
 
 def test_token_never_in_argv_logs_or_archive(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:

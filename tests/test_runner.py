@@ -149,7 +149,7 @@ def test_cancel_exception_stops_step_and_group(tmp_path: Path) -> None:
                 emit=lambda _: None,
                 grace_s=1.0,
             )
-        except BaseException as exc:  # noqa: BLE001 - the test inspects what arrived
+        except BaseException as exc:
             outcome["exc"] = exc
 
     t = threading.Thread(target=work)

@@ -28,7 +28,12 @@ AWS = {
 def s3_endpoint() -> Iterator[str]:
     proc, endpoint = start_moto()
     try:
-        boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in AWS.items() if k != "AWS_DEFAULT_REGION"}, region_name="us-east-1").create_bucket(Bucket="engines")
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            **{k.lower(): v for k, v in AWS.items() if k != "AWS_DEFAULT_REGION"},
+            region_name="us-east-1",
+        ).create_bucket(Bucket="engines")
         yield endpoint
     finally:
         stop(proc)
@@ -54,7 +59,9 @@ def test_triton_repository_with_smoke_test(run_cli: CliRun, tmp_path: Path, tiny
         assert "${" not in text
         text_format.Parse(text, model_config_pb2.ModelConfig())
     assert sorted(p.name for p in (x / "tensorrt_llm" / "1").iterdir() if p.suffix in {".engine", ".json"}) == [
-        "config.json", "rank0.engine", "rank1.engine",
+        "config.json",
+        "rank0.engine",
+        "rank1.engine",
     ]
     assert (x / "tensorrt_llm" / "tokenizer" / "tokenizer.json").is_file()
     llm = (x / "tensorrt_llm" / "config.pbtxt").read_text()
@@ -75,20 +82,36 @@ def test_failing_smoke_test_fails_the_build(run_cli: CliRun, tmp_path: Path, tin
     assert not out.exists()
 
 
-def test_unknown_triton_option_is_caught_by_plan(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
-    cfg = project_config(tmp_path, tiny_model("gpt2"), "gpt", extra_steps="output:\n  format: triton\n  triton: {decoupld: true}\n")
+def test_unknown_triton_option_is_caught_by_plan(
+    run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
+    cfg = project_config(
+        tmp_path, tiny_model("gpt2"), "gpt", extra_steps="output:\n  format: triton\n  triton: {decoupld: true}\n"
+    )
     res = run_cli("plan", str(cfg))
     assert res.returncode == 2 and "decoupld" in res.stderr and "decoupled" in res.stderr
 
 
 def test_upload_to_s3(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path], s3_endpoint: str) -> None:
-    cfg = project_config(tmp_path, tiny_model("gpt2"), "gpt", extra_steps="output:\n  upload: s3://engines/builds/gpt2\n")
+    cfg = project_config(
+        tmp_path, tiny_model("gpt2"), "gpt", extra_steps="output:\n  upload: s3://engines/builds/gpt2\n"
+    )
     out = tmp_path / "engine.tar.gz"
     res = run_cli("build", str(cfg), "-o", str(out), env={**AWS, "AWS_ENDPOINT_URL_S3": s3_endpoint})
     assert res.returncode == 0, res.stderr
     archive_line, url_line = res.stdout.strip().splitlines()
     assert archive_line == str(out) and url_line == "s3://engines/builds/gpt2/engine.tar.gz"
-    body = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1").get_object(Bucket="engines", Key="builds/gpt2/engine.tar.gz")["Body"].read()
+    body = (
+        boto3.client(
+            "s3",
+            endpoint_url=s3_endpoint,
+            aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        )
+        .get_object(Bucket="engines", Key="builds/gpt2/engine.tar.gz")["Body"]
+        .read()
+    )
     assert hashlib.sha256(body).hexdigest() == hashlib.sha256(out.read_bytes()).hexdigest()
     with tarfile.open(out) as tf:
         manifest = json.load(tf.extractfile("manifest.json"))  # type: ignore[arg-type]
@@ -96,10 +119,20 @@ def test_upload_to_s3(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[...,
     assert AWS["AWS_SECRET_ACCESS_KEY"] not in res.stdout + res.stderr
 
 
-def test_failed_upload_keeps_the_archive(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path], s3_endpoint: str) -> None:
+def test_failed_upload_keeps_the_archive(
+    run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path], s3_endpoint: str
+) -> None:
     cfg = project_config(tmp_path, tiny_model("gpt2"), "gpt")
     out = tmp_path / "engine.tar.gz"
-    res = run_cli("build", str(cfg), "-o", str(out), "--upload", "s3://no-such-bucket/x", env={**AWS, "AWS_ENDPOINT_URL_S3": s3_endpoint})
+    res = run_cli(
+        "build",
+        str(cfg),
+        "-o",
+        str(out),
+        "--upload",
+        "s3://no-such-bucket/x",
+        env={**AWS, "AWS_ENDPOINT_URL_S3": s3_endpoint},
+    )
     assert res.returncode == 1
     assert "the local archive is kept at" in res.stderr and str(out) in res.stderr
     assert out.is_file()
@@ -115,7 +148,18 @@ def test_inspect_names_a_tampered_file(run_cli: CliRun, tmp_path: Path, tiny_mod
     unpack(out, x)
     (x / "rank0.engine").write_bytes(b"tampered" + (x / "rank0.engine").read_bytes()[8:])
     bad = tmp_path / "bad.tar.gz"
-    subprocess.run(["tar", "-czf", str(bad), "-C", str(x), *sorted(p.name for p in x.iterdir() if p.name != "manifest.json"), "manifest.json"], check=True)
+    subprocess.run(
+        [
+            "tar",
+            "-czf",
+            str(bad),
+            "-C",
+            str(x),
+            *sorted(p.name for p in x.iterdir() if p.name != "manifest.json"),
+            "manifest.json",
+        ],
+        check=True,
+    )
     res = run_cli("inspect", str(bad))
     assert res.returncode == 1 and "rank0.engine" in res.stdout
     mismatch = run_cli("inspect", str(out), env={"STANDIN_GPUS": "NVIDIA H100 80GB HBM3:9.0:81559"})

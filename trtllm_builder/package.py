@@ -189,7 +189,7 @@ class _TarGzWriter:
             i = 0
             while True:
                 buf = bufs[i % 2]
-                n = fh.readinto(buf)  # type: ignore[attr-defined]
+                n = fh.readinto(buf)
                 if not n:
                     break
                 view = memoryview(buf)[:n]

@@ -162,7 +162,7 @@ class StepCache:
         return CachedStep(key, entry / _OUT, meta)
 
     def entries(self) -> list[tuple[Path, dict[str, Any]]]:
-        out = []
+        out: list[tuple[Path, dict[str, Any]]] = []
         if not self.root.is_dir():
             return out
         for entry in self.root.iterdir():

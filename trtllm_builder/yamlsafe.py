@@ -19,7 +19,7 @@ class _StrictLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise ConfigError(
                 f"YAML aliases are not supported (found `*{event.anchor}` at line {event.start_mark.line + 1}); "
                 "write the value out in full"
