@@ -1,4 +1,4 @@
-"""Command line: ``trtllm-builder plan|build|inspect``.
+"""Command line: ``trtllm-builder plan|build|inspect|warm-parsers``.
 
 Exit codes: 0 ok; 1 a build/step/packaging failure; 2 an invalid config or a plan that cannot
 succeed here; 3 a broken setup (no TensorRT-LLM tree, missing tools); 130 interrupted.
@@ -78,27 +78,75 @@ def _parser() -> argparse.ArgumentParser:
     si = sub.add_parser("inspect", help="verify an archive's checksums and whether this machine can serve it")
     si.add_argument("archive", type=Path)
     si.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    sw = sub.add_parser(
+        "warm-parsers",
+        help="read and cache the argument parsers of every example script and trtllm-build (run at image build)",
+    )
+    sw.add_argument("--trtllm-dir", help="TensorRT-LLM checkout with examples/ (default: $TRTLLM_DIR)")
+    sw.add_argument(
+        "--cache-dir", type=Path, help="cache to fill (default: $TRTLLM_BUILDER_CACHE, else ~/.cache/trtllm-builder)"
+    )
+    sw.add_argument("--jobs", type=int, default=4, help="parsers read in parallel (each may import tensorrt_llm)")
+    sw.add_argument(
+        "--best-effort", action="store_true", help="exit 0 even if some parsers could not be read (they are listed)"
+    )
     return p
 
 
 def _cmd_plan(ns: argparse.Namespace) -> int:
-    from .pipeline import prepare
+    from .pipeline import default_cache_dir, prepare
+    from .preflight import check_machine
 
     _, plan = prepare(
         ns.config, trtllm_dir=ns.trtllm_dir, work_dir=ns.work_dir, backend_dir=ns.backend_dir, upload=ns.upload
     )
+    # the same machine checks `build` makes first; `plan` reports them and still succeeds
+    findings = check_machine(plan, cache_dir=default_cache_dir())
     if ns.json:
-        print(json.dumps(plan.to_json(), indent=2))
+        data = plan.to_json()
+        data["preflight"] = [{"level": f.level, "message": f.message} for f in findings]
+        print(json.dumps(data, indent=2))
     else:
         print(plan.describe())
+        for f in findings:
+            print(f"preflight {f}")
+        if not findings:
+            print("preflight: this machine can run the plan")
     return 0
+
+
+def _cmd_warm_parsers(ns: argparse.Namespace) -> int:
+    from .parsers import ParserCache, discover_programs
+    from .pipeline import default_cache_dir
+    from .tree import find_tree
+    from .versions import trtllm_version
+
+    tree = find_tree(ns.trtllm_dir)
+    cache = ParserCache(ns.cache_dir or default_cache_dir(), version=trtllm_version(tree.root), jobs=ns.jobs)
+    results = cache.lookup_many(discover_programs(tree.examples))
+    failed = [r for r in results if r.spec is None]
+    for r in results:
+        if r.spec is not None:
+            state = "cached" if r.cached else "read"
+            print(f"ok    {r.label}: {len(r.spec.options)} options ({state})")
+        else:
+            print(f"FAIL  {r.label}: {r.problem}")
+    print(f"{len(results) - len(failed)} of {len(results)} parsers cached in {cache.dir}")
+    return 1 if failed and not ns.best_effort else 0
 
 
 def _cmd_build(ns: argparse.Namespace) -> int:
     from .pipeline import BuildOptions, build, default_cache_dir, prepare
 
     config, plan = prepare(
-        ns.config, trtllm_dir=ns.trtllm_dir, work_dir=ns.work_dir, backend_dir=ns.backend_dir, upload=ns.upload
+        ns.config,
+        trtllm_dir=ns.trtllm_dir,
+        work_dir=ns.work_dir,
+        backend_dir=ns.backend_dir,
+        upload=ns.upload,
+        cache_dir=ns.cache_dir,
+        model_dir=ns.model_dir,
     )
     output = ns.output or Path.cwd() / config.output.name
     opts = BuildOptions(
@@ -136,7 +184,7 @@ def _cmd_inspect(ns: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
-    handlers = {"plan": _cmd_plan, "build": _cmd_build, "inspect": _cmd_inspect}
+    handlers = {"plan": _cmd_plan, "build": _cmd_build, "inspect": _cmd_inspect, "warm-parsers": _cmd_warm_parsers}
     try:
         return handlers[ns.command](ns)
     except BuilderError as exc:

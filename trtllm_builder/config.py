@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .recipes import Recipe, recipe_problems
 from .yamlsafe import load_yaml
 
 __all__ = [
@@ -92,7 +93,8 @@ class SmokeTestModel(_Strict):
 class ProjectModel(_Strict):
     model: ModelModel
     trtllm: TrtllmModel = Field(default_factory=TrtllmModel)
-    steps: list[StepModel]
+    steps: list[StepModel] | None = None
+    recipe: Recipe | None = None  # instead of steps: expanded by recipes.expand_config
     output: OutputModel = Field(default_factory=OutputModel)
     smoke_test: SmokeTestModel | None = None
     hf_token: str | None = None
@@ -165,6 +167,8 @@ class BuildConfig:
     smoke_test: SmokeTest | None = None
     hf_token: str | None = None  # a secret: never logged, never in argv or files
     raw: dict[str, Any] = field(default_factory=dict)  # as given, secrets redacted
+    recipe: Recipe | None = None  # steps are empty until recipes.expand_config fills them
+    recipe_source: str | None = None  # where the expansion read the model's config.json
 
     @property
     def secrets(self) -> list[str]:
@@ -215,7 +219,7 @@ def _problems(exc: ValidationError, data: Any, model: type[BaseModel]) -> list[s
         where = _loc(loc, data)
         if err["type"] == "extra_forbidden":
             known = _known_fields(model, loc[:-1], data)
-            out.append(f"{where}: unknown key{_did_you_mean(loc[-1], known)}")
+            out.append(f"{where}: unknown key{_did_you_mean(str(loc[-1]), known)}")
         elif err["type"] == "missing":
             out.append(f"{where}: required key is missing")
         else:
@@ -260,19 +264,20 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _check_args(where: str, args: dict[str, ArgValue], problems: list[str]) -> None:
+def _check_args(where: str, args: dict[str, ArgValue], problems: list[str], *, key_name: str = "args") -> None:
+    at = f"{where}.{key_name}"
     if len(args) > MAX_ARGS:
-        problems.append(f"{where}.args: {len(args)} args; the limit is {MAX_ARGS}")
+        problems.append(f"{at}: {len(args)} args; the limit is {MAX_ARGS}")
     for key, value in args.items():
         if key.startswith("-"):
-            problems.append(f"{where}.args: write `{key.lstrip('-')}`, not `{key}` (the tool adds the dashes)")
+            problems.append(f"{at}: write `{key.lstrip('-')}`, not `{key}` (the tool adds the dashes)")
             continue
         if not ARG_KEY_RE.match(key):
-            problems.append(f"{where}.args: `{key}` is not a flag name (letters, digits, `_`, `-`, `.`; no spaces)")
+            problems.append(f"{at}: `{key}` is not a flag name (letters, digits, `_`, `-`, `.`; no spaces)")
             continue
         if isinstance(value, dict):
             problems.append(
-                f"{where}.args.{key}: a mapping is not an arg value; use a string, number, true/false, "
+                f"{at}.{key}: a mapping is not an arg value; use a string, number, true/false, "
                 "empty (bare flag) or a list"
             )
             continue
@@ -280,16 +285,16 @@ def _check_args(where: str, args: dict[str, ArgValue], problems: list[str]) -> N
         for v in values:
             if not isinstance(v, str | int | float | bool) and not (v is None and not isinstance(value, list)):
                 problems.append(
-                    f"{where}.args.{key}: {type(v).__name__} values are not allowed; use strings, numbers or true/false"
+                    f"{at}.{key}: {type(v).__name__} values are not allowed; use strings, numbers or true/false"
                 )
             elif isinstance(v, str) and "\x00" in v:
-                problems.append(f"{where}.args.{key}: contains a NUL byte")
+                problems.append(f"{at}.{key}: contains a NUL byte")
             elif isinstance(v, str) and len(v) > MAX_ARG_CHARS:
-                problems.append(f"{where}.args.{key}: {len(v)} characters; the limit is {MAX_ARG_CHARS}")
+                problems.append(f"{at}.{key}: {len(v)} characters; the limit is {MAX_ARG_CHARS}")
             elif isinstance(v, float) and v != v:  # NaN
-                problems.append(f"{where}.args.{key}: NaN is not a valid value")
+                problems.append(f"{at}.{key}: NaN is not a valid value")
             elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**63 - 1:
-                problems.append(f"{where}.args.{key}: {v} does not fit in 64 bits")
+                problems.append(f"{at}.{key}: {v} does not fit in 64 bits")
 
 
 def _check_step(where: str, step: StepSpec, problems: list[str]) -> None:
@@ -327,7 +332,7 @@ def _from_project(
             expect=s.expect,
             timeout=s.timeout,
         )
-        for s in m.steps
+        for s in m.steps or ()
     ]
     smoke = SmokeTest(m.smoke_test.prompt, m.smoke_test.max_output_len, m.smoke_test.timeout) if m.smoke_test else None
     out = OutputSpec(m.output.format, m.output.name, m.output.triton, m.output.upload)
@@ -372,7 +377,7 @@ def parse_config(data: Any, *, source: str = "config") -> BuildConfig:
         raise ConfigError(f"{source}: top-level keys must be strings, got {bad_keys[0]!r}")
     keys = set(data)
     legacy = bool(keys & {"model_id", "example_name", "convert_to_ft", "quantize", "build"})
-    project = bool(keys & {"model", "trtllm", "steps", "output", "smoke_test"})
+    project = bool(keys & {"model", "trtllm", "steps", "recipe", "output", "smoke_test"})
     if legacy and project:
         raise ConfigError(
             f"{source}: mixes cog-trt-llm keys ({', '.join(sorted(keys & _LEGACY_KEYS))}) with project keys "
@@ -396,6 +401,7 @@ def parse_config(data: Any, *, source: str = "config") -> BuildConfig:
     output = OutputSpec()
     smoke: SmokeTest | None = None
     token: str | None = None
+    recipe: Recipe | None = None
     if isinstance(parsed, LegacyModel):
         model, example, steps = _from_legacy(parsed, problems)
         form: Literal["cog-trt-llm", "project"] = "cog-trt-llm"
@@ -404,8 +410,14 @@ def parse_config(data: Any, *, source: str = "config") -> BuildConfig:
         model, example, steps, output, smoke = _from_project(parsed)
         form = "project"
         token = parsed.hf_token
-        if not steps:
-            problems.append("steps: give at least one step")
+        recipe = parsed.recipe
+        if recipe is not None:
+            if parsed.steps is not None:
+                problems.append("give either `steps:` or `recipe:`, not both (`plan` prints a recipe's steps)")
+            _check_args("recipe", dict(recipe.build_args), problems, key_name="build_args")
+            problems.extend(recipe_problems(recipe, output_format=output.format))
+        elif not steps:
+            problems.append("steps: give at least one step (or a `recipe:`)")
 
     if example is not None and not EXAMPLE_RE.match(example):
         problems.append(f"example: `{example}` must be an example directory name such as `llama` or `gpt`")
@@ -433,6 +445,7 @@ def parse_config(data: Any, *, source: str = "config") -> BuildConfig:
         smoke_test=smoke,
         hf_token=token or None,
         raw=raw,
+        recipe=recipe,
     )
 
 

@@ -25,7 +25,10 @@ from .errors import OutputError, SetupError
 from .gpu import GpuInfo, detect_gpus
 from .layout import Found, describe_dir, locate
 from .package import manifest_bytes, write_archive
+from .parsers import ParserCache
 from .plan import Plan, make_plan
+from .preflight import check_machine, raise_for_errors
+from .recipes import resolve_recipe
 from .runner import run_step
 from .serving import check_outputs, run_smoke_test, triton_members
 from .sources import FetchedModel, ModelRef, fetch_model, tokenizer_files
@@ -101,13 +104,25 @@ def prepare(
     text: str | None = None,
     backend_dir: str | os.PathLike[str] | None = None,
     upload: str | None = None,
+    cache_dir: Path | None = None,
+    hf_token: str | None = None,
+    model_dir: Path | None = None,
 ) -> tuple[BuildConfig, Plan]:
-    """Read, validate and plan a config, output section included. No model download, no subprocess."""
+    """Read, validate and plan a config, output section included. No model download.
+
+    Each step's args are checked against its script's own parser (read once per script version
+    and cached in ``cache_dir``). A ``recipe:`` reads the model's config.json first (a local file,
+    or that one small file from the Hub; ``model_dir`` overrides the config's model).
+    """
     if text is None:
         text = read_config_text(config_source)
     config = load_config(text, source=str(config_source))
     tree = find_tree(trtllm_dir)
-    plan = make_plan(config, tree, work_dir or default_work_dir(text))
+    # --- args checked against the real parsers; recipes expanded (see parsers.py, recipes.py) ---
+    cache = cache_dir or default_cache_dir()
+    config = resolve_recipe(config, token=hf_token, cache_dir=cache, local_dir=model_dir)
+    parsers = ParserCache(cache, version=trtllm_version(tree.root))
+    plan = make_plan(config, tree, work_dir or default_work_dir(text), parsers=parsers)
     check_outputs(config, tree, backend=backend_dir, upload=upload)
     return config, plan
 
@@ -226,6 +241,13 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
     for step in plan.steps:
         if step.program and not os.path.isabs(step.program[0]) and shutil.which(step.program[0]) is None:
             raise SetupError(f"step `{step.name}` needs `{step.program[0]}`, which is not on PATH")
+    # --- preflight: refuse in seconds, before any download, a plan this machine cannot run ---
+    for note in plan.notes:
+        log(f"note: {note}")
+    findings = check_machine(plan, cache_dir=opts.cache_dir, token=token, local_model=opts.model_dir)
+    for finding in findings:
+        log(f"preflight {finding}")
+    raise_for_errors(findings)
     start = time.monotonic()
     with owned_work_dir(plan.work_dir) as work_dir:
         log(f"work dir: {work_dir}")

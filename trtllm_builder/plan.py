@@ -11,14 +11,16 @@ import posixpath
 import shutil
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .argv import PLACEHOLDER_RE, display, render_args, substitute
 from .config import BuildConfig, StepSpec
-from .errors import ConfigError
+from .errors import ArgsError, ConfigError
 from .layout import Expect
+from .parsers import ParserCache, ParserResult, check_tokens, program_label
+from .recipes import build_rules, steps_yaml
 from .tree import TrtllmTree
 
 __all__ = ["KNOWN_FLAGS", "Plan", "PlannedStep", "make_plan"]
@@ -61,6 +63,7 @@ class PlannedStep:
     timeout: float | None
     script: Path | None
     injected: tuple[str, ...] = ()
+    checked_by: str | None = None  # the parser its args were checked against, e.g. "trtllm-build (0.21.0)"
 
     def argv(self, values: Mapping[str, str]) -> list[str]:
         return [*self.program, *(substitute(t, values) for t in self.args)]
@@ -107,12 +110,18 @@ class Plan:
                     "output_dir": str(s.output_dir),
                     "expect": s.expect,
                     "injected": list(s.injected),
+                    "checked_by": s.checked_by,
                 }
                 for s in self.steps
             ],
             "output": {"format": self.config.output.format, "name": self.config.output.name},
+            "recipe_steps": self.recipe_steps(),
             "notes": list(self.notes),
         }
+
+    def recipe_steps(self) -> str | None:
+        """The ``steps:`` YAML a recipe expanded to (None without a recipe)."""
+        return steps_yaml(self.config.steps) if self.config.recipe is not None else None
 
     def describe(self) -> str:
         lines = [
@@ -124,7 +133,17 @@ class Plan:
         for i, s in enumerate(self.steps, 1):
             lines.append(f"[{i}/{len(self.steps)}] {s.name} (expects {s.expect} in {s.output_dir})")
             lines.append("    " + display(self.argv(s), self.config.secrets))
+            lines.append(
+                f"    args checked against the parser of {s.checked_by}"
+                if s.checked_by
+                else "    args NOT checked (see the notes)"
+            )
         lines.append(f"output: {self.config.output.name} ({self.config.output.format})")
+        recipe = self.recipe_steps()
+        if recipe is not None:
+            src = f" (model config read from {self.config.recipe_source})" if self.config.recipe_source else ""
+            lines.append(f"recipe expands to{src}; to take control, replace `recipe:` with:")
+            lines.extend("  " + ln for ln in recipe.rstrip("\n").splitlines())
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -167,24 +186,31 @@ def _resolve_in_work(value: str, work_dir: Path, what: str) -> Path:
 
 def _check_value_paths(
     where: str,
-    tokens: list[str],
+    tokens: list[tuple[str, str]],
     *,
     work_dir: Path,
     model_dir: Path,
     tree: TrtllmTree,
     extra: tuple[Path, ...],
 ) -> None:
+    """``tokens`` are (as written, as substituted) pairs.
+
+    A value built from a placeholder names a tool-owned place (the model link, a step's output,
+    possibly a link into the step cache), so only its spelled-out path is checked; a literal
+    value is also checked with symlinks resolved, so a link cannot smuggle a path out.
+    """
     allowed = [work_dir, model_dir, tree.examples, *extra]
-    for tok in tokens:
+    for raw, tok in tokens:
         if tok.startswith("--"):
             continue
         if tok.startswith("~"):
             raise ConfigError(f"{where}: `{tok}`: home-relative paths are not allowed")
         if os.path.isabs(tok):
             norm = posixpath.normpath(tok)
-            real = os.path.realpath(norm)
             ok_norm = any(_inside(norm, r) for r in allowed)
-            ok_real = any(_inside(real, r.resolve()) for r in allowed)
+            ok_real = PLACEHOLDER_RE.search(raw) is not None or any(
+                _inside(os.path.realpath(norm), r.resolve()) for r in allowed
+            )
             if not (ok_norm and ok_real):
                 raise ConfigError(
                     f"{where}: absolute path `{tok}` is outside the work dir, the model dir and the "
@@ -204,12 +230,22 @@ def make_plan(
     flags_of: FlagsOf = _default_flags_of,
     python: str = sys.executable,
     which: Callable[[str], str | None] = shutil.which,
+    parsers: ParserCache | None = None,
 ) -> Plan:
-    """Validate ``config`` against ``tree`` and produce the concrete plan. Raises ``ConfigError``."""
+    """Validate ``config`` against ``tree`` and produce the concrete plan. Raises ``ConfigError``.
+
+    With ``parsers``, each step's args are also checked against its script's own argument parser
+    (and the parser's flags decide which directory flags are injected); a misfit raises ``ArgsError``
+    listing every problem. A parser that cannot be read leaves a note, never a silent pass.
+    """
     work_dir = Path(posixpath.normpath(str(work_dir.absolute())))
     model_dir = work_dir / "model"
     problems: list[str] = []
     notes: list[str] = []
+    if config.recipe is not None and not config.steps:
+        raise ConfigError("the config's recipe is not expanded yet: call recipes.expand_config first")
+    if parsers is not None:
+        flags_of = _parser_flags_of(parsers, config, tree, python, which, flags_of)
     planned: list[PlannedStep] = []
     declared: dict[str, Path] = {}
     last_checkpoint: str | None = None
@@ -265,7 +301,7 @@ def make_plan(
         try:
             _check_value_paths(
                 f"step `{step.name}`",
-                argv[len(step.program) :],
+                list(zip(step.args, argv[len(step.program) :], strict=True)),
                 work_dir=work_dir,
                 model_dir=model_dir,
                 tree=tree,
@@ -275,7 +311,84 @@ def make_plan(
             problems.append(str(exc))
     if problems:
         raise ConfigError("the pipeline cannot be planned:", problems=problems)
-    return plan
+    return _check_args_against_parsers(plan, parsers, tree)
+
+
+def _program_of(
+    spec: StepSpec, config: BuildConfig, tree: TrtllmTree, python: str, which: Callable[[str], str | None]
+) -> tuple[str, ...]:
+    if spec.script is not None:
+        return (python, str(tree.script(spec.example or config.example or "", spec.script)))
+    cmd = spec.command or ""
+    return (which(cmd) or cmd,)
+
+
+def _parser_flags_of(
+    parsers: ParserCache,
+    config: BuildConfig,
+    tree: TrtllmTree,
+    python: str,
+    which: Callable[[str], str | None],
+    fallback: FlagsOf,
+) -> FlagsOf:
+    """A ``flags_of`` that answers from the scripts' real parsers (all read up front, in parallel)."""
+    programs: list[tuple[tuple[str, ...], str]] = []
+    for spec in config.steps:
+        try:
+            program = _program_of(spec, config, tree, python, which)
+        except ConfigError:
+            continue  # reported by the planning loop
+        programs.append((program, program_label(program, tree.examples)))
+    parsers.lookup_many(programs)
+
+    def flags_of(name: str, script: Path | None) -> frozenset[str] | None:
+        program = (python, str(script)) if script is not None else (which(name) or name,)
+        found = parsers.lookup(program, label=program_label(program, tree.examples))
+        return found.spec.flag_names() if found.spec is not None else fallback(name, script)
+
+    return flags_of
+
+
+def _flag_values(tokens: tuple[str, ...]) -> dict[str, str]:
+    """``--k v`` tokens as ``{k: v}`` (a bare flag maps to ``"true"``), for the cross-flag rules."""
+    out: dict[str, str] = {}
+    key: str | None = None
+    for tok in tokens:
+        if tok.startswith("--"):
+            key = tok[2:]
+            out[key] = "true"
+        elif key is not None and out[key] == "true":
+            out[key] = tok
+    return out
+
+
+def _check_args_against_parsers(plan: Plan, parsers: ParserCache | None, tree: TrtllmTree) -> Plan:
+    problems: list[str] = []
+    notes = list(plan.notes)
+    steps: list[PlannedStep] = []
+    for step in plan.steps:
+        where = f"step `{step.name}`"
+        if step.script is None and Path(step.program[0]).name == "trtllm-build":
+            rules = build_rules(_flag_values(step.args), output_format=plan.config.output.format)
+            problems.extend(f"{where}: {p}" for p in rules)
+        if parsers is None:
+            steps.append(step)
+            continue
+        found: ParserResult = parsers.lookup(step.program, label=program_label(step.program, tree.examples))
+        if found.spec is None:
+            note = found.note()
+            if note is not None and note not in notes:
+                notes.append(note)
+            steps.append(step)
+            continue
+        label = parsers.describe(found.label)
+        bad, remarks = check_tokens(found.spec, step.args, label=label)
+        problems.extend(f"{where}: {p}" for p in bad)
+        notes.extend(f"{where}: {r}" for r in remarks)
+        steps.append(replace(step, checked_by=label))
+    if problems:
+        raise ArgsError("the step args do not fit the scripts' own parsers:", problems=problems)
+    return replace(plan, steps=tuple(steps), notes=tuple(notes))
 
 
 def _rewrite_legacy(value: str, model_id: str) -> str:

@@ -1,0 +1,297 @@
+"""Can this machine run the plan? GPUs, compute capability and disk, checked before any download.
+
+:func:`preflight` is pure (the plan and the machine's numbers in, findings out) so ``plan`` can
+report on any machine and tests can pass any GPUs; :func:`check_machine` gathers the numbers
+(``nvidia-smi``, the model's size from its source's metadata, free disk). ``build`` refuses a plan
+with an error finding in seconds, before the model is fetched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .errors import BuilderError, PreflightError
+from .gpu import GpuInfo, detect_gpus
+from .plan import Plan
+
+__all__ = ["Finding", "Needs", "check_machine", "plan_needs", "preflight", "raise_for_errors"]
+
+GIB = 1 << 30
+FP8_MIN_CC = (8, 9)
+FP4_MIN_CC = (10, 0)
+
+# Flags (without dashes) whose value sets the tensor / pipeline / context parallel size.
+_TP_FLAGS = ("tp_size", "world-size", "world_size", "tensor-parallelism", "tensor_parallelism", "auto_parallel")
+_PP_FLAGS = ("pp_size",)
+_CP_FLAGS = ("cp_size",)
+# flag -> values that make a step produce or run FP8 / FP4 kernels
+_FP8_VALUES: dict[str, frozenset[str]] = {
+    "qformat": frozenset({"fp8", "w4a8_awq"}),
+    "kv_cache_dtype": frozenset({"fp8"}),
+    "gemm_plugin": frozenset({"fp8"}),
+    "gemm_swiglu_plugin": frozenset({"fp8"}),
+    "low_latency_gemm_plugin": frozenset({"fp8"}),
+    "low_latency_gemm_swiglu_plugin": frozenset({"fp8"}),
+}
+_FP8_SWITCHES = frozenset({"use_fp8", "fp8_kv_cache", "enable_fp8", "use_fp8_rowwise"})
+_FP4_VALUES: dict[str, frozenset[str]] = {"qformat": frozenset({"nvfp4"}), "gemm_plugin": frozenset({"nvfp4"})}
+_FP4_SWITCHES = frozenset({"use_nvfp4"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Literal["error", "warning"]
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a plan asks of the machine."""
+
+    world_size: int
+    world_from: str  # "tp_size 2 x pp_size 1 in step `convert`"
+    fp8: str | None  # the first arg that needs FP8 kernels, e.g. "step `quantize`: --qformat fp8"
+    fp4: str | None
+    workers: int  # trtllm-build --workers
+    outputs: int  # steps that write a checkpoint or an engine
+
+
+def _flags(tokens: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    key: str | None = None
+    for tok in tokens:
+        if tok.startswith("--"):
+            key = tok[2:]
+            out[key] = ""
+        elif key is not None and out[key] == "":
+            out[key] = tok
+    return out
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def plan_needs(plan: Plan) -> Needs:
+    """World size, FP8/FP4 use, build workers and output count, read from the plan's args."""
+    world, world_from = 1, "no tp_size/pp_size given: one GPU"
+    fp8: str | None = None
+    fp4: str | None = None
+    workers = 1
+    outputs = 0
+    for step in plan.steps:
+        args = _flags(step.args)
+        tp = next((v for f in _TP_FLAGS if (v := _int(args.get(f))) is not None), None)
+        pp = next((v for f in _PP_FLAGS if (v := _int(args.get(f))) is not None), None)
+        cp = next((v for f in _CP_FLAGS if (v := _int(args.get(f))) is not None), None)
+        size = (tp or 1) * (pp or 1) * (cp or 1)
+        if size > world:
+            world = size
+            parts = [f"tp_size {tp or 1}", f"pp_size {pp or 1}"] + ([f"cp_size {cp}"] if cp and cp > 1 else [])
+            world_from = " x ".join(parts) + f" in step `{step.name}`"
+        if step.expect in ("checkpoint", "engine", "any"):
+            outputs += 1
+        if (w := _int(args.get("workers"))) is not None and step.expect in ("engine", "any"):
+            workers = max(workers, w)
+        for flag, value in args.items():
+            shown = f"step `{step.name}`: `--{flag}{' ' + value if value else ''}`"
+            if fp8 is None and (value in _FP8_VALUES.get(flag, ()) or (flag in _FP8_SWITCHES and not value)):
+                fp8 = shown
+            if fp4 is None and (value in _FP4_VALUES.get(flag, ()) or (flag in _FP4_SWITCHES and not value)):
+                fp4 = shown
+    return Needs(world, world_from, fp8, fp4, workers, outputs)
+
+
+def _cc(gpu: GpuInfo) -> tuple[int, int]:
+    major, _, minor = gpu.compute_capability.partition(".")
+    try:
+        return int(major), int(minor or 0)
+    except ValueError:
+        return (0, 0)
+
+
+def _gpu_list(gpus: Sequence[GpuInfo]) -> str:
+    names: dict[str, int] = {}
+    for g in gpus:
+        key = f"{g.name} (compute capability {g.compute_capability})"
+        names[key] = names.get(key, 0) + 1
+    return ", ".join(f"{n} x {k}" if n > 1 else k for k, n in names.items())
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+def preflight(
+    plan: Plan,
+    *,
+    gpus: Sequence[GpuInfo],
+    model_bytes: int | None,
+    free_disk: int | None,
+    disk_path: Path | None = None,
+    needs_download: bool = True,
+) -> list[Finding]:
+    """The findings for ``plan`` on a machine with ``gpus`` and ``free_disk`` bytes free where it writes.
+
+    The disk estimate is the model once if it must be downloaded, plus about one model size per step
+    that writes a checkpoint or an engine (conservative: quantized outputs are smaller).
+    """
+    needs = plan_needs(plan)
+    found: list[Finding] = []
+    n = len(gpus)
+    if n == 0:
+        found.append(
+            Finding(
+                "error",
+                f"no GPU found (nvidia-smi lists none): a build needs {needs.world_size} ({needs.world_from}); "
+                "run it on a machine with NVIDIA GPUs and drivers",
+            )
+        )
+    elif needs.world_size > n:
+        found.append(
+            Finding(
+                "error",
+                f"the plan needs {needs.world_size} GPUs ({needs.world_from}) but this machine has {n} "
+                f"({_gpu_list(gpus)}): lower tensor_parallel/pipeline_parallel (tp_size/pp_size) to fit, "
+                f"or use a machine with {needs.world_size} GPUs",
+            )
+        )
+    if n and needs.workers > n:
+        found.append(
+            Finding(
+                "warning",
+                f"trtllm-build `--workers {needs.workers}` builds on {needs.workers} GPUs but this machine has {n}",
+            )
+        )
+    if n:
+        slowest = min(gpus, key=_cc)
+        cc = _cc(slowest)
+        for uses, minimum, what, alternatives in (
+            (needs.fp8, FP8_MIN_CC, "FP8", "int8_weight_only, int4_awq or smooth_quant; or an L4, L40S or H100"),
+            (needs.fp4, FP4_MIN_CC, "FP4", "fp8 or int4_awq; or a Blackwell GPU"),
+        ):
+            if uses is not None and cc < minimum:
+                found.append(
+                    Finding(
+                        "error",
+                        f"{what} ({uses}) needs compute capability >= {minimum[0]}.{minimum[1]}, but GPU "
+                        f"{slowest.index} ({slowest.name}) has {slowest.compute_capability}: use "
+                        f"{alternatives}",
+                    )
+                )
+    if model_bytes is None:
+        found.append(Finding("warning", "the model's size is unknown: disk space is not checked ahead"))
+    elif free_disk is not None:
+        total = model_bytes * (int(needs_download) + needs.outputs)
+        if total > free_disk:
+            where = f" in {disk_path}" if disk_path is not None else ""
+            parts = (["the download"] if needs_download else []) + [f"{needs.outputs} step output(s)"]
+            found.append(
+                Finding(
+                    "error",
+                    f"not enough disk: the build needs about {_gib(total)} ({_gib(model_bytes)} of model files "
+                    f"x {' + '.join(parts)}) but only {_gib(free_disk)} are free{where}: free some space, or "
+                    "point the work dir (--work-dir) and the cache (--cache-dir) at a larger disk",
+                )
+            )
+    return found
+
+
+def _free(path: Path) -> tuple[Path, int, int]:
+    """(existing ancestor, free bytes, device id) of the filesystem ``path`` will be on."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p, shutil.disk_usage(p).free, os.stat(p).st_dev
+
+
+def _model_size(plan: Plan, *, cache_dir: Path, token: str | None, local_model: Path | None) -> tuple[int, bool]:
+    """(bytes, needs_download); raises ``BuilderError`` when the source cannot tell."""
+    from . import hub, modelcache
+    from .sources import ModelRef, classify, remote_size
+
+    if local_model is not None:
+        return modelcache.list_files(Path(local_model))[1], False
+    model = plan.config.model
+    ref = ModelRef(model.id, model.revision, model.tar_url)
+    kind = classify(ref)
+    if kind == "local":
+        return modelcache.list_files(Path(model.id.removeprefix("file://")).expanduser())[1], False
+    if kind == "hf":
+        tok = token or os.environ.get("HF_TOKEN", "").strip() or None
+        snap = hub.resolve(model.id, model.revision, token=tok)
+        return snap.size, not modelcache.hf_entry(cache_dir, model.id, snap.sha).complete
+    size = remote_size(ref, token=token)
+    if size is None:
+        raise PreflightError("the tarball server does not say how large it is")
+    return size, True
+
+
+def check_machine(
+    plan: Plan,
+    *,
+    cache_dir: Path,
+    token: str | None = None,
+    local_model: Path | None = None,
+    gpus: Sequence[GpuInfo] | None = None,
+    detect: Callable[[], list[GpuInfo]] = detect_gpus,
+) -> list[Finding]:
+    """Gather this machine's numbers and run :func:`preflight`. Never raises for a lookup that fails:
+    an unknown model size becomes a warning."""
+    found_gpus = list(gpus) if gpus is not None else detect()
+    extra: list[Finding] = []
+    model_bytes: int | None
+    try:
+        model_bytes, download = _model_size(plan, cache_dir=cache_dir, token=token, local_model=local_model)
+    except (BuilderError, OSError) as exc:
+        model_bytes, download = None, True
+        extra.append(Finding("warning", f"cannot tell the model's size ahead ({exc}): disk space is not checked"))
+    work, work_free, work_dev = _free(plan.work_dir)
+    cache, cache_free, cache_dev = _free(cache_dir)
+    findings: list[Finding] = []
+    if model_bytes is not None and download and cache_dev != work_dev:
+        # two filesystems: the download goes to the cache, the step outputs to the work dir
+        findings += preflight(
+            plan, gpus=found_gpus, model_bytes=model_bytes, free_disk=work_free, disk_path=work, needs_download=False
+        )
+        if model_bytes > cache_free:
+            findings.append(
+                Finding(
+                    "error",
+                    f"not enough disk for the download: {_gib(model_bytes)} of model files but only "
+                    f"{_gib(cache_free)} are free in {cache}: free some space or point --cache-dir at a larger disk",
+                )
+            )
+    else:
+        findings += preflight(
+            plan,
+            gpus=found_gpus,
+            model_bytes=model_bytes,
+            free_disk=min(work_free, cache_free) if download else work_free,
+            disk_path=work,
+            needs_download=download,
+        )
+    if extra:  # the specific reason replaces the generic "size is unknown"
+        findings = [f for f in findings if "size is unknown" not in f.message]
+    return findings + extra
+
+
+def raise_for_errors(findings: Sequence[Finding]) -> None:
+    """``PreflightError`` listing every error finding (with its numbers), if there is one."""
+    errors = [f.message for f in findings if f.level == "error"]
+    if errors:
+        raise PreflightError(
+            "this machine cannot run the plan (nothing was downloaded or built):\n"
+            + "\n".join(f"  - {e}" for e in errors)
+        )
