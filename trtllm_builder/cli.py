@@ -7,21 +7,49 @@ succeed here; 3 a broken setup (no TensorRT-LLM tree, missing tools); 130 interr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import BuilderError
+from .errors import BuilderError, ConfigError
 
 __all__ = ["main"]
 
 
 def _err(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(text: str) -> int:
+    """``500G``, ``1.5T``, ``800M`` or a byte count."""
+    raw = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = raw[-1:] if raw[-1:] in _UNITS else ""
+    try:
+        value = float(raw[: len(raw) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 500G, 800M or 1.5T") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size must be positive")
+    return int(value * _UNITS[unit])
+
+
+def _env_size(var: str) -> int | None:
+    value = os.environ.get(var)
+    if not value:
+        return None
+    try:
+        return _size(value)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"${var}: {exc}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +102,18 @@ def _parser() -> argparse.ArgumentParser:
         help="use this local model directory instead of fetching the config's model",
     )
     sb.add_argument("--keep-work-dir", action="store_true", help="keep the work dir after a successful build")
+    sb.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not reuse or keep finished steps; outputs no later step needs are deleted as soon as possible",
+    )
+    sb.add_argument(
+        "--cache-max-size",
+        type=_size,
+        metavar="SIZE",
+        help="bound the step cache, e.g. 500G; least recently used entries are evicted "
+        "(default: $TRTLLM_BUILDER_CACHE_MAX_SIZE, else unbounded)",
+    )
 
     si = sub.add_parser("inspect", help="verify an archive's checksums and whether this machine can serve it")
     si.add_argument("archive", type=Path)
@@ -154,6 +194,8 @@ def _cmd_build(ns: argparse.Namespace) -> int:
         cache_dir=ns.cache_dir or default_cache_dir(),
         model_dir=ns.model_dir,
         keep_work_dir=ns.keep_work_dir,
+        step_cache=not ns.no_cache,
+        cache_max_bytes=ns.cache_max_size or _env_size("TRTLLM_BUILDER_CACHE_MAX_SIZE"),
         backend_dir=ns.backend_dir,
         upload=ns.upload,
         log=_err,
@@ -183,6 +225,10 @@ def _cmd_inspect(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A file-size limit (ulimit -f) should fail a write with EFBIG, which we report, rather than
+    # kill the process with SIGXFSZ; steps inherit the setting.
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     ns = _parser().parse_args(argv)
     handlers = {"plan": _cmd_plan, "build": _cmd_build, "inspect": _cmd_inspect, "warm-parsers": _cmd_warm_parsers}
     try:

@@ -23,15 +23,16 @@ from .config import BuildConfig, load_config
 from .configsource import read_config_text
 from .errors import OutputError, SetupError
 from .gpu import GpuInfo, detect_gpus
-from .layout import Found, describe_dir, locate
+from .layout import Found, describe_dir, inspect_dir, locate
 from .package import manifest_bytes, write_archive
 from .parsers import ParserCache
-from .plan import Plan, make_plan
+from .plan import Plan, PlannedStep, make_plan
 from .preflight import check_machine, raise_for_errors
 from .recipes import resolve_recipe
 from .runner import run_step
 from .serving import check_outputs, run_smoke_test, triton_members
-from .sources import FetchedModel, ModelRef, fetch_model, tokenizer_files
+from .sources import FetchedModel, ModelRef, check_ref, fetch_model, tokenizer_files
+from .stepcache import CachedStep, StepCache, content_hash, file_hash, step_key
 from .tree import TrtllmTree, find_tree
 from .upload import S3Credentials, UploadResult, upload_archive
 from .versions import trtllm_version
@@ -58,6 +59,8 @@ class BuildOptions:
     hf_token: str | None = None  # overrides the config's hf_token; never logged
     model_dir: Path | None = None  # use this local model instead of fetching the config's
     keep_work_dir: bool = False
+    step_cache: bool = True  # reuse and resume finished steps (see stepcache.py)
+    cache_max_bytes: int | None = None  # LRU bound of the step cache
     backend_dir: Path | None = None  # Triton templates (output.format triton)
     upload: str | None = None  # s3://bucket/prefix; overrides output.upload
     s3_credentials: S3Credentials | None = None  # None: boto3's default chain
@@ -74,6 +77,7 @@ class StepRecord:
     duration_s: float
     output_dir: str
     layout: str | None
+    cached: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -83,7 +87,7 @@ class StepRecord:
             "duration_s": round(self.duration_s, 3),
             "output_dir": self.output_dir,
             "layout": self.layout,
-            "cached": False,
+            "cached": self.cached,
         }
 
 
@@ -97,7 +101,7 @@ class BuildResult:
 
 
 def prepare(
-    config_source: str | os.PathLike[str],
+    config_source: str | Path,
     *,
     trtllm_dir: str | os.PathLike[str] | None = None,
     work_dir: Path | None = None,
@@ -117,6 +121,8 @@ def prepare(
     if text is None:
         text = read_config_text(config_source)
     config = load_config(text, source=str(config_source))
+    model = config.model
+    check_ref(ModelRef(str(model_dir)) if model_dir else ModelRef(model.id, model.revision, model.tar_url))
     tree = find_tree(trtllm_dir)
     # --- args checked against the real parsers; recipes expanded (see parsers.py, recipes.py) ---
     cache = cache_dir or default_cache_dir()
@@ -176,8 +182,10 @@ def _verify(step_name: str, expect: str, out_dir: Path, log: Log) -> Found | Non
 
 def _engine_summary(found: Found) -> dict[str, Any]:
     cfg = found.config
-    pre = cfg.get("pretrained_config") if isinstance(cfg.get("pretrained_config"), dict) else cfg
-    mapping = pre.get("mapping") if isinstance(pre.get("mapping"), dict) else {}
+    nested = cfg.get("pretrained_config")
+    pre: dict[str, Any] = nested if isinstance(nested, dict) else cfg
+    raw_mapping = pre.get("mapping")
+    mapping: dict[str, Any] = raw_mapping if isinstance(raw_mapping, dict) else {}
     return {
         "layout": found.layout,
         "world_size": found.world_size,
@@ -249,7 +257,7 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
         log(f"preflight {finding}")
     raise_for_errors(findings)
     start = time.monotonic()
-    with owned_work_dir(plan.work_dir) as work_dir:
+    with owned_work_dir(plan.work_dir) as work_dir, contextlib.ExitStack() as held:
         log(f"work dir: {work_dir}")
         if opts.model_dir is not None:
             model = fetch_model(ModelRef(str(opts.model_dir)), token=None, cache_dir=opts.cache_dir, log=log)
@@ -259,21 +267,36 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
             model = fetch_model(ref, token=token, cache_dir=opts.cache_dir, log=log)
         _link_model(work_dir, model.path)
         env = _step_env(opts, token)
+        cache = StepCache(opts.cache_dir, max_bytes=opts.cache_max_bytes, log=log) if opts.step_cache else None
+        keys = _step_keys(plan, model, opts.cache_dir) if cache else {}
         outputs: dict[str, Path] = {}
         records: list[StepRecord] = []
         last_engine: Found | None = None
         for i, step in enumerate(plan.steps, 1):
-            if step.output_dir.exists() or step.output_dir.is_symlink():
-                remove_inside(work_dir, step.output_dir)
-            step.output_dir.mkdir(parents=True, exist_ok=True)
             argv = plan.argv(step, outputs)
             shown = display(argv, secrets)
             log(f"==> [{i}/{len(plan.steps)}] {step.name}: {shown}")
-            res = run_step(argv, name=step.name, cwd=step.cwd, env=env, secrets=secrets, timeout=step.timeout, emit=log)
-            log(f"<== {step.name} finished in {res.duration_s:.1f} s")
+            key = keys.get(step.name)
+            with cache.lock(key) if cache and key else contextlib.nullcontext():
+                hit = cache.lookup(key) if cache and key else None
+                if cache and key and hit is not None:
+                    cache.hold(key, held)
+                    found = _restore(step, hit, work_dir, log)
+                    rc, duration, cached = int(hit.meta.get("exit_code", 0)), float(hit.meta.get("duration_s", 0)), True
+                else:
+                    if step.output_dir.exists() or step.output_dir.is_symlink():
+                        remove_inside(work_dir, step.output_dir)
+                    step.output_dir.mkdir(parents=True, exist_ok=True)
+                    res = run_step(
+                        argv, name=step.name, cwd=step.cwd, env=env, secrets=secrets, timeout=step.timeout, emit=log
+                    )
+                    log(f"<== {step.name} finished in {res.duration_s:.1f} s")
+                    rc, duration, cached = res.returncode, res.duration_s, False
+                    found = _verify(step.name, step.expect, step.output_dir, log)
+                    if cache and key and found is not None:
+                        found = _store(cache, key, step, found, rc, duration, held, log)
             if opts.metric:
-                opts.metric(f"step_{step.name}_seconds", round(res.duration_s, 3))
-            found = _verify(step.name, step.expect, step.output_dir, log)
+                opts.metric(f"step_{step.name}_seconds", round(duration, 3))
             if found is not None:
                 outputs[step.name] = found.path
                 if found.layout in ("engine", "legacy_engine"):
@@ -282,12 +305,15 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
                 StepRecord(
                     step.name,
                     [redact(a, secrets) for a in argv],
-                    res.returncode,
-                    res.duration_s,
+                    rc,
+                    duration,
                     str(found.path if found else step.output_dir),
                     found.layout if found else None,
+                    cached,
                 )
             )
+            if cache is None:
+                _drop_unneeded(plan, i, outputs, work_dir, log)
         if last_engine is None:
             raise OutputError("no step produced an engine; the last build step must write one")
         gpus = detect_gpus()
@@ -323,3 +349,107 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
         with contextlib.suppress(OSError):
             shutil.rmtree(work_dir)
     return BuildResult(opts.output, manifest, records, work_dir, uploaded)
+
+
+# --- step cache and disk budget -------------------------------------------------------------------
+
+
+def _program_hash(step: PlannedStep) -> str:
+    """Content hash of what the step runs: the script, or the command's executable."""
+    target = step.script or Path(shutil.which(step.program[0]) or step.program[0])
+    try:
+        return file_hash(Path(target).resolve())
+    except OSError:
+        return f"unreadable:{target}"
+
+
+def _step_keys(plan: Plan, model: FetchedModel, cache_dir: Path) -> dict[str, str]:
+    """Each step's cache key; it chains the keys of every earlier step."""
+    if model.source == "hf" and model.revision:
+        ident: dict[str, Any] = {"hf": model.id, "revision": model.revision}
+    else:
+        ident = {"content": content_hash(model.path, memo_dir=cache_dir)}
+    common = {
+        "v": 1,
+        "model": ident,
+        "trtllm": trtllm_version(plan.tree.root),
+        "gpus": sorted({g.compute_capability for g in detect_gpus()}),
+    }
+    keys: dict[str, str] = {}
+    for step in plan.steps:
+        parts = {
+            **common,
+            "step": step.name,
+            "program": _program_hash(step),
+            "args": list(step.args),  # placeholders unresolved: paths are normalised
+            "expect": step.expect,
+            "out": step.output_dir.relative_to(plan.work_dir).as_posix(),
+            "previous": list(keys.values()),
+        }
+        keys[step.name] = step_key(parts)
+    return keys
+
+
+def _restore(step: PlannedStep, hit: CachedStep, work_dir: Path, log: Log) -> Found | None:
+    """Make a cached output appear where the step would have written it (a link into the cache)."""
+    rel = str(hit.meta.get("located", "."))
+    target = Path(os.path.normpath(step.output_dir / rel))
+    if not target.is_relative_to(work_dir):
+        raise OutputError(f"step cache entry {hit.key} is corrupt (points outside the work dir); delete it")
+    if step.output_dir.exists() or step.output_dir.is_symlink():
+        remove_inside(work_dir, step.output_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(hit.output, target_is_directory=True)
+    took = float(hit.meta.get("duration_s", 0))
+    log(f"<== {step.name}: reused from the step cache ({hit.key[:12]}); it took {took:.1f} s when built")
+    if step.expect == "none":
+        return None
+    found = inspect_dir(target)
+    if found is None or found.problems:
+        raise OutputError(
+            f"step cache entry {hit.key} for `{step.name}` does not hold a valid output; delete {hit.output.parent}"
+        )
+    return found
+
+
+def _store(
+    cache: StepCache,
+    key: str,
+    step: PlannedStep,
+    found: Found,
+    rc: int,
+    duration: float,
+    held: contextlib.ExitStack,
+    log: Log,
+) -> Found:
+    """Move a verified output into the cache and link it back; returns the output at its new home."""
+    located = os.path.relpath(found.path, step.output_dir)
+    entry = cache.store(
+        key,
+        found.path,
+        {"step": step.name, "located": located, "exit_code": rc, "duration_s": round(duration, 3),
+         "layout": found.layout},
+    )  # fmt: skip
+    cache.hold(key, held)
+    found.path.symlink_to(entry.output, target_is_directory=True)
+    log(f"[{step.name}] output kept in the step cache ({key[:12]})")
+    return Found(found.path, found.layout, found.world_size, found.config, found.problems)
+
+
+def _drop_unneeded(plan: Plan, done: int, outputs: Mapping[str, Path], work_dir: Path, log: Log) -> None:
+    """Without a step cache, delete outputs that no later step reads (the disk budget).
+
+    Only outputs the tool wired (injected dirs, ``{steps.<name>.output_dir}``) are tracked; a step
+    whose paths a user typed by hand may be read by anything, so it is kept.
+    """
+    later = plan.steps[done:]
+    for step in plan.steps[:done]:
+        if step.name not in outputs or step.expect in ("engine", "none"):
+            continue
+        ref = f"{{steps.{step.name}.output_dir}}"
+        needed = any(s.reads == step.name or any(ref in a for a in s.args) for s in later)
+        wired = any(s.reads == step.name or any(ref in a for a in s.args) for s in plan.steps)
+        if needed or not wired or not step.output_dir.exists():
+            continue
+        remove_inside(work_dir, step.output_dir)
+        log(f"[{step.name}] output deleted: no later step needs it (disk budget)")

@@ -26,6 +26,7 @@ __all__ = [
     "TOKENIZER_FILES",
     "FetchedModel",
     "ModelRef",
+    "check_ref",
     "classify",
     "fetch_model",
     "remote_size",
@@ -94,6 +95,19 @@ def classify(ref: ModelRef) -> SourceKind:
             "(org/name: letters, digits, '-', '_', '.')"
         ) from e
     return "hf"
+
+
+def check_ref(ref: ModelRef) -> SourceKind:
+    """:func:`classify`, plus the checks that need no network: a local model must have a config.json."""
+    kind = classify(ref)
+    if kind == "local":
+        path = _local_path(ref.id).resolve()
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"local model directory {path} has no config.json: point the model id at a Hugging Face "
+                "model directory (config.json, weights, tokenizer files)"
+            )
+    return kind
 
 
 def _token(token: str | None) -> str | None:
