@@ -30,12 +30,14 @@ from cog import BaseRunner, Input, Path, Secret
 from trtllm_builder.argv import redact
 from trtllm_builder.config import BuildConfig
 from trtllm_builder.configsource import read_config_text
-from trtllm_builder.errors import BuilderError, SetupError
+from trtllm_builder.errors import BuilderError, ConfigError, SetupError
 from trtllm_builder.gpu import detect_gpus
 from trtllm_builder.pipeline import BuildOptions, build, default_cache_dir, prepare
 from trtllm_builder.plan import Plan
 from trtllm_builder.sources import ModelRef, classify, fetch_model, remote_size
+from trtllm_builder.stepcache import CACHE_MAX_SIZE_ENV, cache_bound_from_env
 from trtllm_builder.tree import TrtllmTree, find_tree
+from trtllm_builder.upload import S3Credentials
 from trtllm_builder.versions import trtllm_version, version_from_source
 
 __all__ = ["PREDICTIONS_DIR_NAME", "Predictor"]
@@ -113,6 +115,31 @@ def _remove(path: FsPath) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def server_cache_bound(cache_dir: FsPath) -> int:
+    """A long-running server must not fill its disk: ``$TRTLLM_BUILDER_CACHE_MAX_SIZE``, else half of the
+    cache's filesystem (least recently used steps are evicted beyond it)."""
+    from_env = cache_bound_from_env()
+    if from_env is not None:
+        return from_env
+    probe = cache_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).total // 2
+
+
+def _s3_credentials(
+    key_id: Secret | None, secret: Secret | None, session: Secret | None, endpoint: str | None
+) -> S3Credentials | None:
+    def value(s: Secret | None) -> str | None:
+        return (s.get_secret_value() if s is not None else None) or None
+
+    if not (key_id or secret or session or endpoint):
+        return None  # boto3's default chain (the image's environment)
+    if bool(value(key_id)) != bool(value(secret)):
+        raise ConfigError("give both `aws_access_key_id` and `aws_secret_access_key`, or neither")
+    return S3Credentials(value(key_id), value(secret), value(session), None, endpoint or None)
+
+
 def check_image(trtllm_dir: str | None = None) -> tuple[TrtllmTree, dict[str, str | None]]:
     """What a build needs from the image; raises ``SetupError`` naming what is missing."""
     tree = find_tree(trtllm_dir)
@@ -145,12 +172,14 @@ class Predictor(BaseRunner):  # type: ignore[misc]  # cog ships no type informat
         """Check the image (quick: no import of TensorRT-LLM) and clean up after earlier servers."""
         self._tree, versions = check_image()
         self._workspace = _Workspace(FsPath(tempfile.gettempdir()) / PREDICTIONS_DIR_NAME)
+        self._cache_max_bytes = server_cache_bound(default_cache_dir())
         self._workspace.sweep()
         gpus = ", ".join(f"{g.name} (sm {g.compute_capability})" for g in detect_gpus()) or "none visible"
         print(
             f"TensorRT-LLM {versions['tensorrt_llm']}; examples tree {self._tree.root}; "
             f"trtllm-build {versions['trtllm-build']}; GPUs: {gpus}; "
-            f"work dirs under {self._workspace.root}",
+            f"work dirs under {self._workspace.root}; step cache bound "
+            f"{self._cache_max_bytes / 2**30:.0f} GiB (${CACHE_MAX_SIZE_ENV})",
             flush=True,
         )
 
@@ -171,20 +200,66 @@ class Predictor(BaseRunner):  # type: ignore[misc]  # cog ships no type informat
             description="Validate the config, plan the exact commands and check that the model is reachable, "
             "then return the plan as JSON (plan.json) instead of building.",
         ),
+        output_format: str = Input(
+            default="config",
+            choices=["config", "engine", "triton"],
+            description="What to pack: `engine` (engine + tokenizer at the archive root, as cog-triton expects), "
+            "`triton` (a complete inflight_batcher_llm model repository), or `config` to use the config's "
+            "`output.format`.",
+        ),
+        upload_url: str | None = Input(
+            default=None,
+            description="Also upload the archive to this s3://bucket/prefix (multipart, verified by checksum "
+            "after upload); overrides the config's `output.upload`.",
+        ),
+        aws_access_key_id: Secret | None = Input(  # noqa: B008
+            default=None, description="S3 access key id for `upload_url` (else the image's AWS environment)."
+        ),
+        aws_secret_access_key: Secret | None = Input(  # noqa: B008
+            default=None, description="S3 secret access key for `upload_url`. Never logged."
+        ),
+        aws_session_token: Secret | None = Input(  # noqa: B008
+            default=None, description="S3 session token for `upload_url`, for temporary credentials. Never logged."
+        ),
+        s3_endpoint_url: str | None = Input(
+            default=None,
+            description="Endpoint of an S3-compatible store (MinIO, R2, ...) for `upload_url`; default AWS S3.",
+        ),
     ) -> Path:
         token = (hf_token.get_secret_value() if hf_token is not None else None) or None
+        s3 = _s3_credentials(aws_access_key_id, aws_secret_access_key, aws_session_token, s3_endpoint_url)
         log = _Log([token] if token else [])
+        if s3 is not None:
+            log.secrets.extend(s3.secrets())
         self._workspace.sweep()
         pdir = self._workspace.new()
         try:
             text = read_config_text(FsPath(config))
-            cfg, plan = prepare("config", trtllm_dir=self._tree.root, work_dir=pdir / "work", text=text)
+            cfg, plan = prepare(
+                "config",
+                trtllm_dir=self._tree.root,
+                work_dir=pdir / "work",
+                text=text,
+                upload=upload_url or None,
+                cache_dir=default_cache_dir(),
+                hf_token=token,
+                output_format=None if output_format == "config" else output_format,
+            )
             log.secrets.extend(cfg.secrets)
             if dry_run:
                 return Path(self._dry_run(cfg, plan, token, pdir / "out", log))
             out = pdir / "out" / cfg.output.name
             out.parent.mkdir()
-            opts = BuildOptions(output=out, cache_dir=default_cache_dir(), hf_token=token, log=log, metric=self._metric)
+            opts = BuildOptions(
+                output=out,
+                cache_dir=default_cache_dir(),
+                cache_max_bytes=self._cache_max_bytes,
+                hf_token=token,
+                upload=upload_url or None,
+                s3_credentials=s3,
+                log=log,
+                metric=self._metric,
+            )
             result = build(cfg, plan, opts)
             return Path(result.archive)
         except BaseException as exc:

@@ -105,8 +105,28 @@ def config(tmp_path: Path, tiny_model: Callable[..., Path]) -> Path:
     return write_config(tmp_path / "config.yaml", tiny_model("gpt2"))
 
 
-def run(p: Any, config: Path, *, token: str | None = None, dry_run: bool = False) -> Path:
-    out: Path = p.run(config=CogPath(config), hf_token=Secret(token) if token else None, dry_run=dry_run)
+def run(
+    p: Any,
+    config: Path,
+    *,
+    token: str | None = None,
+    dry_run: bool = False,
+    output_format: str = "config",
+    upload_url: str | None = None,
+    aws: tuple[str, str] | None = None,
+    s3_endpoint_url: str | None = None,
+) -> Path:
+    out: Path = p.run(
+        config=CogPath(config),
+        hf_token=Secret(token) if token else None,
+        dry_run=dry_run,
+        output_format=output_format,
+        upload_url=upload_url,
+        aws_access_key_id=Secret(aws[0]) if aws else None,
+        aws_secret_access_key=Secret(aws[1]) if aws else None,
+        aws_session_token=None,
+        s3_endpoint_url=s3_endpoint_url,
+    )
     return out
 
 
@@ -305,6 +325,48 @@ def test_cancel_mid_step_stops_the_tree_and_cleans(
     assert prediction_dirs() == []
 
 
+# --- output format and upload ------------------------------------------------------------------------
+
+
+def test_output_format_input_overrides_the_config(predictor: Any, config: Path, standin_env: dict[str, str]) -> None:
+    out = run(predictor, config, output_format="triton")
+    with tarfile.open(out) as tf:
+        names = tf.getnames()
+        manifest = json.load(tf.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert "tensorrt_llm/config.pbtxt" in names and "ensemble/config.pbtxt" in names
+    assert manifest["output"]["format"] == "triton"
+
+
+def test_upload_input_with_secret_credentials(
+    predictor: Any, config: Path, standin_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import boto3
+    from test_upload import start_moto, stop
+
+    proc, endpoint = start_moto()
+    key_id, secret = "AKIAPREDICTTEST", "predict-secret-NEVER-logged"
+    try:
+        s3 = boto3.client(
+            "s3", endpoint_url=endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret, region_name="us-east-1"
+        )
+        s3.create_bucket(Bucket="engines")
+        out = run(predictor, config, upload_url="s3://engines/p1", aws=(key_id, secret), s3_endpoint_url=endpoint)
+        body = s3.get_object(Bucket="engines", Key="p1/engine.tar.gz")["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == hashlib.sha256(Path(out).read_bytes()).hexdigest()
+        with pytest.raises(ConfigError, match="give both"):
+            predictor.run(
+                config=CogPath(config), hf_token=None, dry_run=False, output_format="config",
+                upload_url="s3://engines/p2", aws_access_key_id=Secret(key_id), aws_secret_access_key=None,
+                aws_session_token=None, s3_endpoint_url=endpoint,
+            )  # fmt: skip
+    finally:
+        stop(proc)
+    logs = capsys.readouterr()
+    assert secret not in logs.out + logs.err
+    with tarfile.open(out) as tf:
+        assert secret.encode() not in b"".join(tf.extractfile(m).read() for m in tf.getmembers() if m.isfile())  # type: ignore[union-attr]
+
+
 # --- small parts -------------------------------------------------------------------------------------
 
 
@@ -336,7 +398,21 @@ def test_openapi_schema_describes_the_inputs() -> None:
     inputs = schema["components"]["schemas"]["Input"]
     assert inputs["required"] == ["config"]
     props = inputs["properties"]
-    assert list(props) == ["config", "hf_token", "dry_run"]
+    assert list(props) == [
+        "config",
+        "hf_token",
+        "dry_run",
+        "output_format",
+        "upload_url",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "s3_endpoint_url",
+    ]
+    for secret in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
+        assert props[secret]["x-cog-secret"] is True
+    ref = props["output_format"]["allOf"][0]["$ref"].rsplit("/", 1)[-1]
+    assert schema["components"]["schemas"][ref]["enum"] == ["config", "engine", "triton"]
     assert props["config"]["format"] == "uri"
     assert props["hf_token"]["x-cog-secret"] is True and props["hf_token"]["nullable"] is True
     assert props["dry_run"] == {

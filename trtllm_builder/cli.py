@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import BuilderError, ConfigError
+from .errors import BuilderError
+from .stepcache import cache_bound_from_env, parse_size
 
 __all__ = ["main"]
 
@@ -26,30 +27,11 @@ def _err(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
 def _size(text: str) -> int:
-    """``500G``, ``1.5T``, ``800M`` or a byte count."""
-    raw = text.strip().upper().removesuffix("B").removesuffix("I")
-    unit = raw[-1:] if raw[-1:] in _UNITS else ""
     try:
-        value = float(raw[: len(raw) - len(unit)])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 500G, 800M or 1.5T") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a size must be positive")
-    return int(value * _UNITS[unit])
-
-
-def _env_size(var: str) -> int | None:
-    value = os.environ.get(var)
-    if not value:
-        return None
-    try:
-        return _size(value)
-    except argparse.ArgumentTypeError as exc:
-        raise ConfigError(f"${var}: {exc}") from None
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -195,7 +177,7 @@ def _cmd_build(ns: argparse.Namespace) -> int:
         model_dir=ns.model_dir,
         keep_work_dir=ns.keep_work_dir,
         step_cache=not ns.no_cache,
-        cache_max_bytes=ns.cache_max_size or _env_size("TRTLLM_BUILDER_CACHE_MAX_SIZE"),
+        cache_max_bytes=ns.cache_max_size or cache_bound_from_env(),
         backend_dir=ns.backend_dir,
         upload=ns.upload,
         log=_err,

@@ -7,6 +7,7 @@ talks to the outside (log sink, metrics, environment) is passed in.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -111,6 +112,7 @@ def prepare(
     cache_dir: Path | None = None,
     hf_token: str | None = None,
     model_dir: Path | None = None,
+    output_format: str | None = None,
 ) -> tuple[BuildConfig, Plan]:
     """Read, validate and plan a config, output section included. No model download.
 
@@ -121,6 +123,12 @@ def prepare(
     if text is None:
         text = read_config_text(config_source)
     config = load_config(text, source=str(config_source))
+    if output_format is not None and output_format != config.output.format:
+        # an override of output.format (the predictor's input); triton options only go with triton
+        triton = config.output.triton if output_format == "triton" else None
+        config = dataclasses.replace(
+            config, output=dataclasses.replace(config.output, format=output_format, triton=triton)
+        )
     model = config.model
     check_ref(ModelRef(str(model_dir)) if model_dir else ModelRef(model.id, model.revision, model.tar_url))
     tree = find_tree(trtllm_dir)

@@ -25,7 +25,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CachedStep", "StepCache", "content_hash", "file_hash", "step_key"]
+from .errors import ConfigError
+
+__all__ = [
+    "CACHE_MAX_SIZE_ENV",
+    "CachedStep",
+    "StepCache",
+    "cache_bound_from_env",
+    "content_hash",
+    "file_hash",
+    "parse_size",
+    "step_key",
+]
+
+CACHE_MAX_SIZE_ENV = "TRTLLM_BUILDER_CACHE_MAX_SIZE"
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``500G``, ``1.5T``, ``800M``, ``2GiB`` or a byte count; ``ValueError`` names the problem."""
+    raw = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = raw[-1:] if raw[-1:] in _UNITS else ""
+    try:
+        value = float(raw[: len(raw) - len(unit)])
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size; write e.g. 500G, 800M or 1.5T") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{text!r}: a size must be a positive number")
+    return int(value * _UNITS[unit])
+
+
+def cache_bound_from_env() -> int | None:
+    """``$TRTLLM_BUILDER_CACHE_MAX_SIZE`` as bytes, or None when unset."""
+    value = os.environ.get(CACHE_MAX_SIZE_ENV)
+    if not value:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"${CACHE_MAX_SIZE_ENV}: {exc}") from None
 
 _META = "meta.json"
 _OUT = "output"
