@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from .config import ArgValue
 from .errors import ConfigError
 
-__all__ = ["PLACEHOLDER_RE", "display", "placeholders_in", "redact", "render_args", "substitute"]
+__all__ = ["PLACEHOLDER_RE", "display", "flag_values", "placeholders_in", "redact", "render_args", "substitute"]
 
 PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
 
@@ -48,6 +48,19 @@ def render_args(args: Mapping[str, ArgValue]) -> list[str]:
         else:
             argv.extend((flag, _scalar(value)))
     return argv
+
+
+def flag_values(tokens: Iterable[str]) -> dict[str, str]:
+    """Rendered ``--k v`` tokens back as ``{k: v}``; a bare flag maps to ``"true"``, the last value wins."""
+    out: dict[str, str] = {}
+    key: str | None = None
+    for tok in tokens:
+        if tok.startswith("--"):
+            key = tok[2:]
+            out[key] = "true"
+        elif key is not None and out[key] == "true":
+            out[key] = tok
+    return out
 
 
 def placeholders_in(tokens: Iterable[str]) -> set[str]:

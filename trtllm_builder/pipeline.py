@@ -25,7 +25,7 @@ from .configsource import read_config_text
 from .errors import OutputError, SetupError
 from .gpu import GpuInfo, detect_gpus
 from .layout import Found, describe_dir, inspect_dir, locate
-from .package import manifest_bytes, write_archive
+from .package import manifest_bytes, sha256_file, write_archive
 from .parsers import ParserCache
 from .plan import Plan, PlannedStep, make_plan
 from .preflight import check_machine, raise_for_errors
@@ -33,7 +33,7 @@ from .recipes import resolve_recipe
 from .runner import run_step
 from .serving import check_outputs, run_smoke_test, triton_members
 from .sources import FetchedModel, ModelRef, check_ref, fetch_model, tokenizer_files
-from .stepcache import CachedStep, StepCache, content_hash, file_hash, step_key
+from .stepcache import CachedStep, StepCache, content_hash, step_key
 from .tree import TrtllmTree, find_tree
 from .upload import S3Credentials, UploadResult, upload_archive
 from .versions import trtllm_version
@@ -366,7 +366,7 @@ def _program_hash(step: PlannedStep) -> str:
     """Content hash of what the step runs: the script, or the command's executable."""
     target = step.script or Path(shutil.which(step.program[0]) or step.program[0])
     try:
-        return file_hash(Path(target).resolve())
+        return sha256_file(Path(target).resolve())
     except OSError:
         return f"unreadable:{target}"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .argv import PLACEHOLDER_RE, display, render_args, substitute
+from .argv import PLACEHOLDER_RE, display, flag_values, render_args, substitute
 from .config import BuildConfig, StepSpec
 from .errors import ArgsError, ConfigError
 from .layout import Expect
@@ -349,19 +349,6 @@ def _parser_flags_of(
     return flags_of
 
 
-def _flag_values(tokens: tuple[str, ...]) -> dict[str, str]:
-    """``--k v`` tokens as ``{k: v}`` (a bare flag maps to ``"true"``), for the cross-flag rules."""
-    out: dict[str, str] = {}
-    key: str | None = None
-    for tok in tokens:
-        if tok.startswith("--"):
-            key = tok[2:]
-            out[key] = "true"
-        elif key is not None and out[key] == "true":
-            out[key] = tok
-    return out
-
-
 def _check_args_against_parsers(plan: Plan, parsers: ParserCache | None, tree: TrtllmTree) -> Plan:
     problems: list[str] = []
     notes = list(plan.notes)
@@ -369,7 +356,7 @@ def _check_args_against_parsers(plan: Plan, parsers: ParserCache | None, tree: T
     for step in plan.steps:
         where = f"step `{step.name}`"
         if step.script is None and Path(step.program[0]).name == "trtllm-build":
-            rules = build_rules(_flag_values(step.args), output_format=plan.config.output.format)
+            rules = build_rules(flag_values(step.args), output_format=plan.config.output.format)
             problems.extend(f"{where}: {p}" for p in rules)
         if parsers is None:
             steps.append(step)

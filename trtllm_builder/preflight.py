@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .argv import flag_values
 from .errors import BuilderError, PreflightError
 from .gpu import GpuInfo, detect_gpus
 from .plan import Plan
@@ -64,18 +65,6 @@ class Needs:
     outputs: int  # steps that write a checkpoint or an engine
 
 
-def _flags(tokens: Sequence[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    key: str | None = None
-    for tok in tokens:
-        if tok.startswith("--"):
-            key = tok[2:]
-            out[key] = ""
-        elif key is not None and out[key] == "":
-            out[key] = tok
-    return out
-
-
 def _int(text: str | None) -> int | None:
     try:
         return int(text) if text else None
@@ -91,7 +80,7 @@ def plan_needs(plan: Plan) -> Needs:
     workers = 1
     outputs = 0
     for step in plan.steps:
-        args = _flags(step.args)
+        args = flag_values(step.args)
         tp = next((v for f in _TP_FLAGS if (v := _int(args.get(f))) is not None), None)
         pp = next((v for f in _PP_FLAGS if (v := _int(args.get(f))) is not None), None)
         cp = next((v for f in _CP_FLAGS if (v := _int(args.get(f))) is not None), None)
@@ -105,10 +94,11 @@ def plan_needs(plan: Plan) -> Needs:
         if (w := _int(args.get("workers"))) is not None and step.expect in ("engine", "any"):
             workers = max(workers, w)
         for flag, value in args.items():
-            shown = f"step `{step.name}`: `--{flag}{' ' + value if value else ''}`"
-            if fp8 is None and (value in _FP8_VALUES.get(flag, ()) or (flag in _FP8_SWITCHES and not value)):
+            bare = value == "true"  # flag_values() reads a bare switch as "true"
+            shown = f"step `{step.name}`: `--{flag}{'' if bare else ' ' + value}`"
+            if fp8 is None and (value in _FP8_VALUES.get(flag, ()) or (flag in _FP8_SWITCHES and bare)):
                 fp8 = shown
-            if fp4 is None and (value in _FP4_VALUES.get(flag, ()) or (flag in _FP4_SWITCHES and not value)):
+            if fp4 is None and (value in _FP4_VALUES.get(flag, ()) or (flag in _FP4_SWITCHES and bare)):
                 fp4 = shown
     return Needs(world, world_from, fp8, fp4, workers, outputs)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .package import sha256_file
 
 __all__ = [
     "CACHE_MAX_SIZE_ENV",
@@ -33,7 +34,6 @@ __all__ = [
     "StepCache",
     "cache_bound_from_env",
     "content_hash",
-    "file_hash",
     "parse_size",
     "step_key",
 ]
@@ -65,16 +65,9 @@ def cache_bound_from_env() -> int | None:
     except ValueError as exc:
         raise ConfigError(f"${CACHE_MAX_SIZE_ENV}: {exc}") from None
 
+
 _META = "meta.json"
 _OUT = "output"
-
-
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(4 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def content_hash(root: Path, memo_dir: Path | None = None) -> str:
@@ -96,7 +89,7 @@ def content_hash(root: Path, memo_dir: Path | None = None) -> str:
         ident = f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
         digest = memo.get(ident)
         if digest is None:
-            digest = file_hash(path)
+            digest = sha256_file(path)
             memo[ident] = digest
             changed = True
         h.update(f"{path.relative_to(root).as_posix()}\0{digest}\n".encode())

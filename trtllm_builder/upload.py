@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ConfigError, UploadError
+from .package import sha256_file
 
 __all__ = [
     "MIN_PART_SIZE",
@@ -167,7 +168,7 @@ def upload_archive(
 
     try:
         size = path.stat().st_size
-        sha256 = _file_sha256(path)
+        sha256 = sha256_file(path)
     except OSError as exc:
         raise fail(f"cannot read the local archive ({exc.strerror or exc})") from None
     if size == 0:
@@ -430,14 +431,6 @@ def _part_size(size: int, requested: int | None) -> int:
     part = max(MIN_PART_SIZE, requested or MIN_PART_SIZE)
     # S3 allows 10,000 parts: grow parts for archives past ~78 GiB.
     return max(part, math.ceil(size / _MAX_PARTS))
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _mib(n: int) -> str:
