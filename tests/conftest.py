@@ -107,3 +107,24 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def start_hanging_build(
+    env: dict[str, str], config: Path, cwd: Path, **popen: object
+) -> tuple[subprocess.Popen[str], Path]:
+    """``trtllm-builder build`` whose trtllm-build step hangs; returns once the step (and its child) run."""
+    import time
+
+    pidfile = cwd / "pids"
+    proc: subprocess.Popen[str] = subprocess.Popen(  # type: ignore[call-overload]
+        [sys.executable, "-m", "trtllm_builder", "build", str(config)],
+        env={**env, "STANDIN_HANG": "trtllm-build", "STANDIN_PIDFILE": str(pidfile)},
+        cwd=cwd,
+        text=True,
+        **popen,
+    )
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and len(pidfile.read_text().split()) >= 2):
+        assert time.monotonic() < deadline and proc.poll() is None, "the hanging step never started"
+        time.sleep(0.1)
+    return proc, pidfile

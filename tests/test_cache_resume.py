@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import CliRun, assert_processes_gone
+from conftest import CliRun, assert_processes_gone, start_hanging_build
 from test_pipeline_e2e import project_config, standin_calls, unpack
 
 
@@ -89,18 +89,7 @@ def test_killed_build_resumes_and_leaves_no_half_entry(
 ) -> None:
     """SIGKILL of the whole tool mid-step (a crashed server): the next run resumes from the cache."""
     cfg = project_config(tmp_path, tiny_model("llama"), "llama")
-    pidfile = tmp_path / "pids"
-    env = {**standin_env, "STANDIN_HANG": "trtllm-build", "STANDIN_PIDFILE": str(pidfile)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trtllm_builder", "build", str(cfg)],
-        env=env,
-        cwd=tmp_path,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while not (pidfile.exists() and len(pidfile.read_text().split()) >= 2) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    proc, pidfile = start_hanging_build(standin_env, cfg, tmp_path, stderr=subprocess.DEVNULL, start_new_session=True)
     os.killpg(proc.pid, signal.SIGKILL)  # the tool and everything it started, as a crash would
     proc.wait(timeout=10)
     for pid in map(int, pidfile.read_text().split()):  # the hanging step lives in its own group

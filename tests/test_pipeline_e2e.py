@@ -6,14 +6,13 @@ import hashlib
 import json
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, STANDIN, TRTLLM_DIR, CliRun, assert_processes_gone
+from conftest import ROOT, STANDIN, TRTLLM_DIR, CliRun, assert_processes_gone, start_hanging_build
 
 SEED = ROOT / "examples" / "cog-trt-llm" / "tiny-gpt2.yaml"
 
@@ -290,19 +289,7 @@ def test_ctrl_c_stops_the_step_tree(
     standin_env: dict[str, str], tmp_path: Path, tiny_model: Callable[..., Path]
 ) -> None:
     cfg = project_config(tmp_path, tiny_model("llama"), "llama")
-    pidfile = tmp_path / "pids"
-    env = {**standin_env, "STANDIN_HANG": "trtllm-build", "STANDIN_PIDFILE": str(pidfile)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trtllm_builder", "build", str(cfg)],
-        env=env,
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not (pidfile.exists() and len(pidfile.read_text().split()) >= 2) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert pidfile.exists(), "the hanging step never started"
+    proc, pidfile = start_hanging_build(standin_env, cfg, tmp_path, stderr=subprocess.PIPE)
     time.sleep(0.3)
     start = time.monotonic()
     proc.send_signal(signal.SIGINT)
