@@ -34,7 +34,8 @@ SafetensorError.__module__ = "safetensors_rust"
 def pseudo_random(seed: str, size: int) -> bytes:
     """Deterministic bytes: the same inputs give byte-identical checkpoints."""
     rng = random.Random(hashlib.sha256(seed.encode()).digest())
-    return rng.randbytes(size)
+    step = 16 << 20  # randbytes of more than ~256 MiB overflows a C int
+    return b"".join(rng.randbytes(min(step, size - off)) for off in range(0, size, step))
 
 
 def safetensors_bytes(
