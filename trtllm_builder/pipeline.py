@@ -260,7 +260,8 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
     # --- preflight: refuse in seconds, before any download, a plan this machine cannot run ---
     for note in plan.notes:
         log(f"note: {note}")
-    findings = check_machine(plan, cache_dir=opts.cache_dir, token=token, local_model=opts.model_dir)
+    gpus = detect_gpus()  # once per build: preflight, cache keys and the manifest agree
+    findings = check_machine(plan, cache_dir=opts.cache_dir, token=token, local_model=opts.model_dir, gpus=gpus)
     for finding in findings:
         log(f"preflight {finding}")
     raise_for_errors(findings)
@@ -276,55 +277,23 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
         _link_model(work_dir, model.path)
         env = _step_env(opts, token)
         cache = StepCache(opts.cache_dir, max_bytes=opts.cache_max_bytes, log=log) if opts.step_cache else None
-        keys = _step_keys(plan, model, opts.cache_dir) if cache else {}
+        keys = _step_keys(plan, model, opts.cache_dir, gpus) if cache else {}
         outputs: dict[str, Path] = {}
         records: list[StepRecord] = []
         last_engine: Found | None = None
         for i, step in enumerate(plan.steps, 1):
-            argv = plan.argv(step, outputs)
-            shown = display(argv, secrets)
-            log(f"==> [{i}/{len(plan.steps)}] {step.name}: {shown}")
-            key = keys.get(step.name)
-            with cache.lock(key) if cache and key else contextlib.nullcontext():
-                hit = cache.lookup(key) if cache and key else None
-                if cache and key and hit is not None:
-                    cache.hold(key, held)
-                    found = _restore(step, hit, work_dir, log)
-                    rc, duration, cached = int(hit.meta.get("exit_code", 0)), float(hit.meta.get("duration_s", 0)), True
-                else:
-                    if step.output_dir.exists() or step.output_dir.is_symlink():
-                        remove_inside(work_dir, step.output_dir)
-                    step.output_dir.mkdir(parents=True, exist_ok=True)
-                    res = run_step(
-                        argv, name=step.name, cwd=step.cwd, env=env, secrets=secrets, timeout=step.timeout, emit=log
-                    )
-                    log(f"<== {step.name} finished in {res.duration_s:.1f} s")
-                    rc, duration, cached = res.returncode, res.duration_s, False
-                    found = _verify(step.name, step.expect, step.output_dir, log)
-                    if cache and key and found is not None:
-                        found = _store(cache, key, step, found, rc, duration, held, log)
+            found, record = _run_or_reuse(step, i, plan, outputs, cache, keys.get(step.name), held, env, secrets, log)
             if opts.metric:
-                opts.metric(f"step_{step.name}_seconds", round(duration, 3))
+                opts.metric(f"step_{step.name}_seconds", round(record.duration_s, 3))
             if found is not None:
                 outputs[step.name] = found.path
                 if found.layout in ("engine", "legacy_engine"):
                     last_engine = found
-            records.append(
-                StepRecord(
-                    step.name,
-                    [redact(a, secrets) for a in argv],
-                    rc,
-                    duration,
-                    str(found.path if found else step.output_dir),
-                    found.layout if found else None,
-                    cached,
-                )
-            )
+            records.append(record)
             if cache is None:
                 _drop_unneeded(plan, i, outputs, work_dir, log)
         if last_engine is None:
             raise OutputError("no step produced an engine; the last build step must write one")
-        gpus = detect_gpus()
         manifest = _manifest(config, plan, model, records, last_engine, gpus, plan.tree)
         if config.smoke_test is not None:
             manifest["smoke_test"] = run_smoke_test(
@@ -333,7 +302,10 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
             )  # fmt: skip
         tokenizer = tokenizer_files(model.path)
         if out_plan.format == "triton":
-            members = triton_members(out_plan, last_engine, tokenizer, work_dir / "triton_model_repo")
+            repo = work_dir / "triton_model_repo"
+            if repo.exists():  # left by an earlier, failed run in this work dir
+                remove_inside(work_dir, repo)
+            members = triton_members(out_plan, last_engine, tokenizer, repo)
             mount = out_plan.triton.mount_path if out_plan.triton else "/models"
             log(f"Triton model repository verified: {len(members)} files; mount it at {mount}")
         else:
@@ -359,6 +331,46 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
     return BuildResult(opts.output, manifest, records, work_dir, uploaded)
 
 
+# --- one step: run it, or reuse it from the step cache ---------------------------------------------
+
+
+def _run_or_reuse(
+    step: PlannedStep,
+    index: int,
+    plan: Plan,
+    outputs: Mapping[str, Path],
+    cache: StepCache | None,
+    key: str | None,
+    held: contextlib.ExitStack,
+    env: Mapping[str, str],
+    secrets: list[str],
+    log: Log,
+) -> tuple[Found | None, StepRecord]:
+    work_dir = plan.work_dir
+    argv = plan.argv(step, outputs)
+    log(f"==> [{index}/{len(plan.steps)}] {step.name}: {display(argv, secrets)}")
+    with cache.lock(key) if cache and key else contextlib.nullcontext():
+        hit = cache.lookup(key) if cache and key else None
+        if cache and key and hit is not None:
+            cache.hold(key, held)
+            found = _restore(step, hit, work_dir, log)
+            rc, duration, cached = int(hit.meta.get("exit_code", 0)), float(hit.meta.get("duration_s", 0)), True
+        else:
+            if step.output_dir.exists() or step.output_dir.is_symlink():
+                remove_inside(work_dir, step.output_dir)
+            step.output_dir.mkdir(parents=True, exist_ok=True)
+            res = run_step(argv, name=step.name, cwd=step.cwd, env=env, secrets=secrets, timeout=step.timeout, emit=log)
+            log(f"<== {step.name} finished in {res.duration_s:.1f} s")
+            rc, duration, cached = res.returncode, res.duration_s, False
+            found = _verify(step.name, step.expect, step.output_dir, log)
+            if cache and key and found is not None:
+                found = _store(cache, key, step, found, rc, duration, held, log)
+    where = str(found.path if found else step.output_dir)
+    layout = found.layout if found else None
+    record = StepRecord(step.name, [redact(a, secrets) for a in argv], rc, duration, where, layout, cached)
+    return found, record
+
+
 # --- step cache and disk budget -------------------------------------------------------------------
 
 
@@ -371,7 +383,7 @@ def _program_hash(step: PlannedStep) -> str:
         return f"unreadable:{target}"
 
 
-def _step_keys(plan: Plan, model: FetchedModel, cache_dir: Path) -> dict[str, str]:
+def _step_keys(plan: Plan, model: FetchedModel, cache_dir: Path, gpus: list[GpuInfo]) -> dict[str, str]:
     """Each step's cache key; it chains the keys of every earlier step."""
     if model.source == "hf" and model.revision:
         ident: dict[str, Any] = {"hf": model.id, "revision": model.revision}
@@ -381,7 +393,7 @@ def _step_keys(plan: Plan, model: FetchedModel, cache_dir: Path) -> dict[str, st
         "v": 1,
         "model": ident,
         "trtllm": trtllm_version(plan.tree.root),
-        "gpus": sorted({g.compute_capability for g in detect_gpus()}),
+        "gpus": sorted({g.compute_capability for g in gpus}),
     }
     keys: dict[str, str] = {}
     for step in plan.steps:
