@@ -120,8 +120,7 @@ def remote_size(ref: ModelRef, *, token: str | None) -> int | None:
     kind = classify(ref)
     if kind == "hf":
         return hub.resolve(ref.id, ref.revision, token=_token(token)).size
-    if kind == "tar":
-        assert ref.tar_url is not None
+    if kind == "tar" and ref.tar_url is not None:
         return tarball.tar_size(ref.tar_url)
     return None
 
@@ -160,8 +159,7 @@ def fetch_model(
             if redacted == str(e):
                 raise
             raise FetchError(redacted) from None
-    elif kind == "tar":
-        assert ref.tar_url is not None
+    elif kind == "tar" and ref.tar_url is not None:  # classify() says "tar" only with a tar_url
         path = tarball.fetch_tar(ref.tar_url, cache_dir=cache_dir, free_disk_multiplier=free_disk_multiplier, log=log)
     else:
         path = _local_path(ref.id).resolve()
