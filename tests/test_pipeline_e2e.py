@@ -194,6 +194,9 @@ def test_script_symlink_escape_rejected(run_cli: CliRun, tmp_path: Path, tiny_mo
 
 def test_missing_tree_is_a_setup_error(run_cli: CliRun, tmp_path: Path) -> None:
     res = run_cli("plan", str(SEED), env={"TRTLLM_DIR": str(tmp_path / "nope")})
+    assert res.returncode == 2  # plan: valid (0) or not (2)
+    assert "no TensorRT-LLM examples tree" in res.stderr and "TRTLLM_DIR" in res.stderr
+    res = run_cli("build", str(SEED), env={"TRTLLM_DIR": str(tmp_path / "nope")})
     assert res.returncode == 3
     assert "no TensorRT-LLM examples tree" in res.stderr and "TRTLLM_DIR" in res.stderr
 

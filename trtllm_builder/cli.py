@@ -1,7 +1,8 @@
 """Command line: ``trtllm-builder plan|build|inspect|warm-parsers``.
 
 Exit codes: 0 ok; 1 a build/step/packaging failure; 2 an invalid config or a plan that cannot
-succeed here; 3 a broken setup (no TensorRT-LLM tree, missing tools); 130 interrupted.
+succeed here (``plan`` exits 0 or 2, nothing else); 3 a broken setup for ``build`` (no TensorRT-LLM
+tree, missing tools); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -217,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[ns.command](ns)
     except BuilderError as exc:
         _err(f"error: {exc}")
-        return exc.exit_code
+        # `plan` answers one question, "is this config valid here?": any failure is a 2
+        return 2 if ns.command == "plan" else exc.exit_code
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
