@@ -20,7 +20,6 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 import httpx2
-from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -115,6 +114,8 @@ def resolve(repo_id: str, revision: str | None, *, token: str | None) -> Snapsho
 
     One metadata call: the sha and every file's size come from ``model_info(files_metadata=True)``.
     """
+    from huggingface_hub import HfApi  # imported lazily: it costs ~0.2 s, and local builds never need it
+
     hub = endpoint()
     try:
         info = HfApi(endpoint=hub).model_info(
@@ -207,6 +208,8 @@ def _download(
     # more memory, which a build machine has. Plain HTTP servers get huggingface_hub's own parallel,
     # range-resuming downloader. (huggingface_hub 2.x no longer uses hf_transfer.)
     os.environ.setdefault("HF_XET_HIGH_PERFORMANCE", "1")
+    from huggingface_hub import snapshot_download
+
     start = time.monotonic()
     try:
         snapshot_download(
