@@ -15,10 +15,10 @@ import requests
 import urllib3
 
 from .errors import ConfigError, FetchError
+from .yamlsafe import MAX_CONFIG_BYTES
 
 __all__ = ["MAX_CONFIG_BYTES", "display_url", "read_config_text"]
 
-MAX_CONFIG_BYTES = 1 << 20
 _CHUNK = 64 * 1024
 
 

@@ -209,7 +209,7 @@ def _free(path: Path) -> tuple[Path, int, int]:
 def _model_size(plan: Plan, *, cache_dir: Path, token: str | None, local_model: Path | None) -> tuple[int, bool]:
     """(bytes, needs_download); raises ``BuilderError`` when the source cannot tell."""
     from . import hub, modelcache
-    from .sources import ModelRef, classify, remote_size
+    from .sources import ModelRef, classify, hf_token, local_path, remote_size
 
     if local_model is not None:
         return modelcache.list_files(Path(local_model))[1], False
@@ -217,10 +217,9 @@ def _model_size(plan: Plan, *, cache_dir: Path, token: str | None, local_model: 
     ref = ModelRef(model.id, model.revision, model.tar_url)
     kind = classify(ref)
     if kind == "local":
-        return modelcache.list_files(Path(model.id.removeprefix("file://")).expanduser())[1], False
+        return modelcache.list_files(local_path(model.id))[1], False
     if kind == "hf":
-        tok = token or os.environ.get("HF_TOKEN", "").strip() or None
-        snap = hub.resolve(model.id, model.revision, token=tok)
+        snap = hub.resolve(model.id, model.revision, token=hf_token(token))
         return snap.size, not modelcache.hf_entry(cache_dir, model.id, snap.sha).complete
     size = remote_size(ref, token=token)
     if size is None:

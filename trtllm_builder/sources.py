@@ -29,6 +29,8 @@ __all__ = [
     "check_ref",
     "classify",
     "fetch_model",
+    "hf_token",
+    "local_path",
     "remote_size",
     "tokenizer_files",
 ]
@@ -57,7 +59,8 @@ class FetchedModel:
     files: tuple[str, ...]  # relative paths present
 
 
-def _local_path(model_id: str) -> Path:
+def local_path(model_id: str) -> Path:
+    """The directory a local model id (a path or ``file://`` URL) names."""
     if model_id.startswith("file://"):
         return Path(unquote(urlsplit(model_id).path))
     return Path(model_id).expanduser()
@@ -80,7 +83,7 @@ def classify(ref: ModelRef) -> SourceKind:
         return "tar"
     if not ref.id:
         raise ConfigError("the model id is empty: give a Hugging Face repo id (org/name) or a local directory")
-    path = _local_path(ref.id)
+    path = local_path(ref.id)
     if os.path.isdir(path) or _looks_like_path(ref.id):
         if not os.path.isdir(path):
             raise ConfigError(f"local model directory {path} does not exist")
@@ -101,7 +104,7 @@ def check_ref(ref: ModelRef) -> SourceKind:
     """:func:`classify`, plus the checks that need no network: a local model must have a config.json."""
     kind = classify(ref)
     if kind == "local":
-        path = _local_path(ref.id).resolve()
+        path = local_path(ref.id).resolve()
         if not (path / "config.json").is_file():
             raise ConfigError(
                 f"local model directory {path} has no config.json: point the model id at a Hugging Face "
@@ -110,7 +113,7 @@ def check_ref(ref: ModelRef) -> SourceKind:
     return kind
 
 
-def _token(token: str | None) -> str | None:
+def hf_token(token: str | None) -> str | None:
     """The token to use: the ``hf_token`` secret, else ``HF_TOKEN``; never a token stored on disk."""
     return token or os.environ.get("HF_TOKEN", "").strip() or None
 
@@ -119,7 +122,7 @@ def remote_size(ref: ModelRef, *, token: str | None) -> int | None:
     """Bytes the download of ``ref`` will take, from metadata only; None for a local directory (or unknown)."""
     kind = classify(ref)
     if kind == "hf":
-        return hub.resolve(ref.id, ref.revision, token=_token(token)).size
+        return hub.resolve(ref.id, ref.revision, token=hf_token(token)).size
     if kind == "tar" and ref.tar_url is not None:
         return tarball.tar_size(ref.tar_url)
     return None
@@ -144,7 +147,7 @@ def fetch_model(
     cache_dir = Path(cache_dir)
     revision: str | None = None
     if kind == "hf":
-        tok = _token(token)
+        tok = hf_token(token)
         try:
             path, revision = hub.fetch(
                 ref.id,
@@ -162,7 +165,7 @@ def fetch_model(
     elif kind == "tar" and ref.tar_url is not None:  # classify() says "tar" only with a tar_url
         path = tarball.fetch_tar(ref.tar_url, cache_dir=cache_dir, free_disk_multiplier=free_disk_multiplier, log=log)
     else:
-        path = _local_path(ref.id).resolve()
+        path = local_path(ref.id).resolve()
         if not (path / "config.json").is_file():
             raise FetchError(
                 f"local model directory {path} has no config.json: point the model id at a Hugging Face "
