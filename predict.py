@@ -147,7 +147,7 @@ def check_image(trtllm_dir: str | None = None) -> tuple[TrtllmTree, dict[str, st
     if exe is None:
         raise SetupError(
             "`trtllm-build` is not on PATH: the image must install the `tensorrt_llm` package "
-            "(requirements-gpu.txt) into the Python environment that serves predictions"
+            "(requirements/trtllm-<version>.txt) into the Python environment that serves predictions"
         )
     installed = trtllm_version(None)
     in_tree = version_from_source(tree.root / "tensorrt_llm" / "version.py")
@@ -160,7 +160,7 @@ def check_image(trtllm_dir: str | None = None) -> tuple[TrtllmTree, dict[str, st
         raise SetupError(
             f"the TensorRT-LLM examples tree {tree.root} is version {in_tree} but tensorrt_llm {installed} "
             "is installed; the example scripts must match the installed package: check out the tree at "
-            f"tag v{installed} (docker/fetch-trtllm-tree.sh)"
+            f"tag v{installed} (`bash scripts/fetch-trees.sh --version {installed} --force`, then rebuild the image)"
         )
     return tree, {"tensorrt_llm": installed or in_tree, "examples_tree": in_tree, "trtllm-build": exe}
 

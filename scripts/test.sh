@@ -1,15 +1,43 @@
 #!/usr/bin/env bash
-# Install everything the tests need into ./.venv (from scratch on a fresh machine) and run
-# the checks: ruff, mypy, then the whole pytest suite. Extra arguments go to pytest.
+# Install everything the tests need (from scratch on a fresh machine) and run the whole suite twice:
+#
+#   1. .venv        this machine's python3 and the NEWEST release of every dependency: ruff, mypy, pytest
+#   2. .venv-image  Python 3.12 and the GPU image's own versions, taken from the default lock
+#                   requirements/trtllm-<default>.txt (huggingface_hub 0.3x, numpy, pydantic, boto3 ... as
+#                   the image has them): pytest
+#
+# Extra arguments go to both pytest runs. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+default=$(sed -n 's/^DEFAULT_TRTLLM_VERSION = "\(.*\)"$/\1/p' trtllm_builder/versions.py)
+lock=requirements/trtllm-${default}.txt
+[ -f "$lock" ] || { echo "scripts/test.sh: no lock $lock for the default release '$default'" >&2; exit 1; }
+
+py312=$(command -v python3.12 || ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python 2>/dev/null | tail -n 1 || true)
+[ -n "$py312" ] || { echo "scripts/test.sh: Python 3.12 (the image's Python) is needed for the second run; install it (e.g. pyenv install 3.12)" >&2; exit 1; }
+
+echo "== install: newest releases ($(python3 --version))"
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
-export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== install: the image's versions ($("$py312" --version), constraints from $lock)"
+"$py312" -m venv .venv-image
+.venv-image/bin/python -m pip install --quiet --upgrade pip
+# Only the pins: the lock's index lines name NVIDIA's and PyTorch's indexes, which the tests never need.
+grep -E '^[A-Za-z0-9][A-Za-z0-9._-]*==' "$lock" > .venv-image/constraints.txt
+.venv-image/bin/python -m pip install --quiet -e '.[test]' -c .venv-image/constraints.txt
+
 echo "== ruff"
-ruff check trtllm_builder predict.py scripts bench tests
+.venv/bin/ruff check trtllm_builder predict.py scripts bench tests
 echo "== mypy"
-mypy
-echo "== pytest"
-python -m pytest "$@"
+.venv/bin/mypy
+
+echo "== pytest: newest releases"
+.venv/bin/python -c 'import huggingface_hub, sys; print(f"Python {sys.version.split()[0]}, huggingface_hub {huggingface_hub.__version__}")'
+PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest "$@"
+
+echo "== pytest: the image's versions ($lock)"
+.venv-image/bin/python -c 'import huggingface_hub, sys; print(f"Python {sys.version.split()[0]}, huggingface_hub {huggingface_hub.__version__}")'
+PATH="$PWD/.venv-image/bin:$PATH" .venv-image/bin/python -m pytest "$@"

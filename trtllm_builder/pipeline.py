@@ -232,7 +232,7 @@ def _manifest(
     return {
         "format_version": 1,
         "tool": {"name": "trtllm-builder", "version": __version__},
-        "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "config": config.raw,
         "model": {"id": model.id, "source": model.source, "revision": model.revision},
         "trtllm": {"version": trtllm_version(tree.root)},

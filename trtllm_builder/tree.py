@@ -11,9 +11,9 @@ from .errors import ConfigError, SetupError
 
 __all__ = ["DEFAULT_TRTLLM_DIRS", "EXAMPLE_ROOTS", "TrtllmTree", "find_tree"]
 
-# Where the GPU image puts the pinned TensorRT-LLM checkout (see Dockerfile), then where
-# cog-trt-llm's image had it.
-DEFAULT_TRTLLM_DIRS = (Path("/opt/TensorRT-LLM"), Path("/src/TensorRT-LLM"))
+# scripts/fetch-trees.sh puts the tree at the top of the project: the working directory of a user on a
+# GPU host, and /src in the image (Dockerfile and cog both run from /src, as cog-trt-llm did).
+DEFAULT_TRTLLM_DIRS = (Path("TensorRT-LLM"), Path("/src/TensorRT-LLM"))
 # Example folders moved between releases; look in all of them, newest layout first.
 EXAMPLE_ROOTS = ("models/core", "models/contrib", "")
 
@@ -95,15 +95,16 @@ class TrtllmTree:
 
 
 def find_tree(trtllm_dir: str | os.PathLike[str] | None = None) -> TrtllmTree:
-    """``--trtllm-dir``, else ``TRTLLM_DIR``, else the image's default location."""
+    """``--trtllm-dir``, else ``TRTLLM_DIR``, else ``./TensorRT-LLM``, else ``/src/TensorRT-LLM``."""
     chosen = trtllm_dir or os.environ.get("TRTLLM_DIR")
     if not chosen:
         chosen = next((d for d in DEFAULT_TRTLLM_DIRS if (d / "examples").is_dir()), DEFAULT_TRTLLM_DIRS[0])
     root = Path(chosen).expanduser()
     if not (root / "examples").is_dir():
-        how = "--trtllm-dir" if trtllm_dir else ("TRTLLM_DIR" if os.environ.get("TRTLLM_DIR") else "the image default")
+        how = "--trtllm-dir" if trtllm_dir else ("TRTLLM_DIR" if os.environ.get("TRTLLM_DIR") else "the default")
         raise SetupError(
-            f"no TensorRT-LLM examples tree at {root}/examples (from {how}); point --trtllm-dir or "
-            "TRTLLM_DIR at a TensorRT-LLM checkout of the installed version"
+            f"no TensorRT-LLM examples tree at {root.absolute()}/examples (from {how}); run "
+            "`scripts/fetch-trees.sh` in the project (it checks out the installed release's tree at the top "
+            "of the project), or point --trtllm-dir or TRTLLM_DIR at a TensorRT-LLM checkout of the installed version"
         )
     return TrtllmTree(root.resolve())

@@ -9,13 +9,98 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["trtllm_version", "version_from_source"]
+__all__ = [
+    "DEFAULT_TRTLLM_VERSION",
+    "RELEASES",
+    "Release",
+    "serving_runtime",
+    "trtllm_version",
+    "version_from_source",
+]
 
 logger = logging.getLogger(__name__)
 
 _DIST_NAME = "tensorrt_llm"
+
+# The release the image installs by default (Dockerfile ARG, cog.yaml, scripts/fetch-trees.sh; a test
+# keeps them in step). 1.2.1 is the last release with the convert_checkpoint.py + trtllm-build engine
+# path (NVIDIA removed it from main in mid-2026) and the one today's tritonserver containers serve.
+DEFAULT_TRTLLM_VERSION = "1.2.1"
+
+
+@dataclass(frozen=True)
+class Release:
+    """What a TensorRT-LLM release is built with, and which serving containers run its engines.
+
+    An engine runs only under the TensorRT-LLM (and TensorRT) version that built it, so the archive
+    names the runtimes that ship the same version.
+    """
+
+    version: str
+    cuda: str
+    torch: str
+    tensorrt: str
+    base_image: str  # NVIDIA's own base container for the release
+    min_driver: str  # what the host's NVIDIA driver must be
+    tritonserver: tuple[str, ...]  # tritonserver containers that ship this TensorRT-LLM
+    sources: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "tensorrt_llm": self.version,
+            "tensorrt": self.tensorrt,
+            "cuda": self.cuda,
+            "tritonserver": list(self.tritonserver),
+            "min_driver": self.min_driver,
+        }
+
+
+RELEASES: dict[str, Release] = {
+    "1.2.1": Release(
+        version="1.2.1",
+        cuda="13.1",
+        torch="2.9.1",
+        tensorrt="10.14.1",
+        base_image="nvcr.io/nvidia/pytorch:25.12-py3",
+        min_driver="R580 or newer (CUDA 13.x)",
+        tritonserver=(
+            "nvcr.io/nvidia/tritonserver:26.04-trtllm-python-py3",
+            "nvcr.io/nvidia/tritonserver:26.05-trtllm-python-py3",
+        ),
+        sources=(
+            "TensorRT-LLM docs/source/release-notes.md, 'Release 1.2' (base image pytorch:25.12-py3, PyTorch 2.9.1)",
+            "https://nvidia.github.io/TensorRT-LLM/installation/linux.html (CUDA 13.1, torch 2.9.1 cu130)",
+            "triton-inference-server/server PR #8759 (26.04) and #8801 (26.05): "
+            "TensorRT-LLM 1.2.1, TensorRT 10.14.1.48",
+            "https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html (CUDA 13.x: >= 580)",
+        ),
+    ),
+    "0.21.0": Release(
+        version="0.21.0",
+        cuda="12.9",
+        torch="2.7.1",
+        tensorrt="10.11.0",
+        base_image="nvcr.io/nvidia/pytorch:25.05-py3",
+        min_driver="R575 or newer (CUDA 12.9; R525+ through CUDA 12.x minor-version compatibility)",
+        tritonserver=("nvcr.io/nvidia/tritonserver:25.08-trtllm-python-py3",),
+        sources=(
+            "TensorRT-LLM docs/source/release-notes.md, 'Release 0.21.0' "
+            "(pytorch:25.05-py3, PyTorch 2.7.1, TensorRT 10.11)",
+            "https://docs.nvidia.com/deeplearning/triton-inference-server/user-guide/docs/introduction/"
+            "compatibility.html (25.08-trtllm-python-py3: TensorRT-LLM 0.21.0, TensorRT 10.11.0.33)",
+            "https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html (CUDA 12.x: >= 525)",
+        ),
+    ),
+}
+
+
+def serving_runtime(version: str | None) -> dict[str, object] | None:
+    """The serving runtimes known to ship TensorRT-LLM ``version`` (None when the table has no row)."""
+    release = RELEASES.get(version or "")
+    return release.as_dict() if release is not None else None
 
 
 def trtllm_version(trtllm_dir: Path | None) -> str | None:
