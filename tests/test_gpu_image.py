@@ -5,7 +5,8 @@ internet access (pip, the TensorRT-LLM checkout, the model)::
 
     pytest --run-gpu -m gpu tests/test_gpu_image.py -s
 
-``GPU_TEST_IMAGE=<tag>`` reuses an image instead of building one; ``GPU_TEST_MODEL=<hf id>`` picks
+``GPU_TEST_IMAGE=<tag>`` reuses an image instead of building one; ``GPU_TEST_TRTLLM_VERSION=0.21.0``
+builds the other release (the Dockerfile's one switch); ``GPU_TEST_MODEL=<hf id>`` picks
 another model (default ``openai-community/gpt2``: small, public, and head sizes TensorRT-LLM's
 kernels support, unlike the random test models of ``modelgen``).
 """
@@ -77,7 +78,9 @@ def image(docker_client: Any) -> str:
     if tag:
         docker_client.images.get(tag)
         return tag
-    for chunk in docker_client.api.build(path=str(ROOT), tag=DEFAULT_TAG, rm=True, decode=True):
+    version = os.environ.get("GPU_TEST_TRTLLM_VERSION")
+    buildargs = {"TRTLLM_VERSION": version} if version else None
+    for chunk in docker_client.api.build(path=str(ROOT), tag=DEFAULT_TAG, rm=True, decode=True, buildargs=buildargs):
         if "stream" in chunk:
             print(chunk["stream"], end="", flush=True)
         if "error" in chunk:
@@ -93,7 +96,7 @@ def server_url(docker_client: Any, image: str) -> Iterator[str]:
         detach=True,
         device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])],
         ports={"5000/tcp": ("127.0.0.1", None)},
-        shm_size="2g",
+        ipc_mode="host",
         ulimits=[docker.types.Ulimit(name="memlock", soft=-1, hard=-1)],
     )
     try:
