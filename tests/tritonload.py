@@ -26,6 +26,7 @@ Several repositories in one run share one interpreter (and one transformers impo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import inspect
 import json
@@ -140,9 +141,10 @@ def main() -> int:
     parser.add_argument("--mount", default="/models")
     ns = parser.parse_args()
     results: dict[str, Any] = {}
-    for pair in ns.pairs:
-        repo, _, templates = pair.partition("=")
-        results[repo] = load_repository(Path(repo).resolve(), Path(templates), ns.mount)
+    with contextlib.redirect_stdout(sys.stderr):  # what the models print goes to the log, as in tritonserver
+        for pair in ns.pairs:
+            repo, _, templates = pair.partition("=")
+            results[repo] = load_repository(Path(repo).resolve(), Path(templates), ns.mount)
     print(json.dumps(results))
     return 1 if any(r["failed"] for r in results.values()) else 0
 
