@@ -759,3 +759,22 @@ def test_inputs_from_different_decoupled_models(tmp_path: Path) -> None:
     assert any("different decoupled models" in p for p in repository_problems(repo))
     rewrite(repo / "a" / "config.pbtxt", "decoupled: true", "decoupled: false")
     assert [p for p in repository_problems(repo) if "decoupled" in p] == []
+
+
+def test_inspect_checks_archive_members_against_the_recorded_or_the_versions_reads(
+    tmp_path: Path, engine: Path, tokenizer: list[Path]
+) -> None:
+    from trtllm_builder.inspect import triton_problems
+
+    repo = build(engine, tokenizer, find_templates(BACKENDS["v0.18.2"]), tmp_path / "repo")
+    files = [p for p in repo.rglob("*") if p.is_file()]
+    names = [p.relative_to(repo).as_posix() for p in files]
+    texts = {n: p.read_bytes() for n, p in zip(names, files, strict=True) if not n.endswith(".engine")}
+    # engines travel by name only: the check needs to know they are there, not their bytes
+    assert triton_problems(texts, names, "0.21.0", cpp_reads=["gpt_model_type"]) == []
+    # an archive without the recorded reads is checked against its release's: a 0.18 repository
+    # served by a 0.21 backend lacks what that backend reads without a fallback
+    assert any("no parameter `xgrammar_tokenizer_info_path`" in p for p in triton_problems(texts, names, "0.21.0"))
+    assert triton_problems(texts, names, "0.18.2") == []
+    missing_rank = [n for n in names if n != "tensorrt_llm/1/rank1.engine"]
+    assert any("missing rank1.engine" in p for p in triton_problems(texts, missing_rank, "0.18.2"))

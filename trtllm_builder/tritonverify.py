@@ -34,7 +34,7 @@ from .engineinfo import engine_info
 from .errors import VerifyError
 from .tritonloaders import Requirement, cpp_requirements, merge, python_requirements
 
-__all__ = ["repository_problems", "verify_model_repository"]
+__all__ = ["python_model_requirements", "repository_problems", "verify_model_repository"]
 
 _VERSION_DIR_CHARS = frozenset("0123456789")
 _ENSEMBLE = "ensemble"
