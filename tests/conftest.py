@@ -14,7 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 STANDIN = ROOT / "tests" / "standin"
 TRTLLM_DIR = STANDIN / "TensorRT-LLM"
 STANDIN_BIN = STANDIN / "bin"
-BACKEND_DIR = STANDIN / "tensorrtllm_backend"
+# Stand-in Triton templates per release (tests/standin/README.md, "Triton templates"). From 0.20 they
+# live in TensorRT-LLM's own triton_backend/; the default one matches the default release.
+BACKENDS = {
+    "v0.18.2": STANDIN / "backend" / "tensorrtllm_backend-v0.18.2",
+    "v0.19.0": STANDIN / "backend" / "tensorrtllm_backend-v0.19.0",
+    "1.2.1": STANDIN / "trees" / "1.2.1" / "TensorRT-LLM" / "triton_backend",
+}
+BACKEND_DIR = BACKENDS["1.2.1"]
 
 sys.path.insert(0, str(ROOT / "tests"))
 

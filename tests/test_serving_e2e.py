@@ -11,11 +11,17 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import CliRun
+from conftest import BACKENDS, CliRun
 from google.protobuf import text_format
 from test_pipeline_e2e import project_config, unpack
+from test_triton import remove_block
+from test_triton_load import ALL, no_tokenizer_class, triton_load
 from test_upload import start_moto, stop
 from tritonclient.grpc import model_config_pb2
+
+from trtllm_builder import pbtxt
+from trtllm_builder.package import write_archive
+from trtllm_builder.triton import find_templates
 
 AWS = {
     "AWS_ACCESS_KEY_ID": "AKIAE2ETESTKEY",
@@ -56,7 +62,7 @@ def test_triton_repository_with_smoke_test(run_cli: CliRun, tmp_path: Path, tiny
     manifest = unpack(out, x)
     for model in ("preprocessing", "postprocessing", "tensorrt_llm", "ensemble", "tensorrt_llm_bls"):
         text = (x / model / "config.pbtxt").read_text()
-        assert "${" not in text
+        assert pbtxt.placeholders(text) == []  # none left outside comments
         text_format.Parse(text, model_config_pb2.ModelConfig())
     assert sorted(p.name for p in (x / "tensorrt_llm" / "1").iterdir() if p.suffix in {".engine", ".json"}) == [
         "config.json",
@@ -64,6 +70,13 @@ def test_triton_repository_with_smoke_test(run_cli: CliRun, tmp_path: Path, tiny
         "rank1.engine",
     ]
     assert (x / "tensorrt_llm" / "tokenizer" / "tokenizer.json").is_file()
+    assert (x / "tensorrt_llm" / "tokenizer" / "config.json").is_file()  # AutoTokenizer may need it
+    assert manifest["output"]["triton"]["cpp_reads"] == [
+        "gpt_model_type",
+        "guided_decoding_backend",
+        "tokenizer_dir",
+        "xgrammar_tokenizer_info_path",
+    ]
     llm = (x / "tensorrt_llm" / "config.pbtxt").read_text()
     assert '"/opt/ml/model/tensorrt_llm/1"' in llm and "decoupled: true" in llm
     assert "max_batch_size: 4" in llm  # from the engine's own build_config
@@ -71,6 +84,86 @@ def test_triton_repository_with_smoke_test(run_cli: CliRun, tmp_path: Path, tiny
     assert "/mpirun -n 2 --allow-run-as-root " in res.stderr and "run.py --engine_dir" in res.stderr
     assert manifest["smoke_test"]["world_size"] == 2 and manifest["smoke_test"]["output"]
     assert f'Output [Text 0 Beam 0]: "{manifest["smoke_test"]["output"]}"' in res.stderr
+
+
+@pytest.mark.parametrize(("version", "decoupled"), [("v0.18.2", False), ("v0.19.0", True)])
+def test_triton_repository_from_the_backend_templates_loads_and_inspects(
+    run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path], version: str, decoupled: bool
+) -> None:
+    model = no_tokenizer_class(tiny_model("llama"))
+    triton = f"output:\n  format: triton\n  triton: {{decoupled: {str(decoupled).lower()}}}\n"
+    cfg = project_config(tmp_path, model, "llama", tp=2, extra_steps=triton)
+    out = tmp_path / "repo.tar.gz"
+    res = run_cli("build", str(cfg), "-o", str(out), "--backend-dir", str(BACKENDS[version]))
+    assert res.returncode == 0, res.stderr
+    x = tmp_path / "x"
+    unpack(out, x)
+    (x / "manifest.json").unlink()  # Triton would ignore a file at the root; the stand-in loader wants folders
+    templates = find_templates(BACKENDS[version])
+    assert triton_load((x, templates)) == [{"loaded": ALL, "failed": {}}]
+    inspected = run_cli("inspect", str(out))
+    assert inspected.returncode == 0, inspected.stdout
+    assert "Triton repository: ok" in inspected.stdout
+
+
+def test_inspect_runs_the_triton_verifier(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
+    cfg = project_config(tmp_path, tiny_model("gpt2"), "gpt", extra_steps="output:\n  format: triton\n")
+    out = tmp_path / "repo.tar.gz"
+    assert run_cli("build", str(cfg), "-o", str(out)).returncode == 0
+    x = tmp_path / "x"
+    manifest = unpack(out, x)
+    # a repository that is intact against its manifest but would not load: repack with a fresh manifest
+    remove_block(x / "preprocessing" / "config.pbtxt", "multimodal_model_path")
+    (x / "manifest.json").unlink()
+    members = sorted((p.relative_to(x).as_posix(), p) for p in x.rglob("*") if p.is_file())
+    bad = tmp_path / "bad.tar.gz"
+    write_archive(members, bad, {**manifest, "files": []}, log=lambda line: None)
+    res = run_cli("inspect", str(bad))
+    assert res.returncode == 1
+    assert "integrity: ok" in res.stdout and "Triton repository: NOT LOADABLE" in res.stdout
+    assert "no parameter `multimodal_model_path`" in res.stdout and "KeyError" in res.stdout
+    assert "verdict: NOT OK: Triton would not load this repository" in res.stdout
+
+
+BATCH_PLAN = """\
+model:
+  id: {model}
+trtllm:
+  example: gpt
+steps:
+  - name: convert
+    script: convert_checkpoint.py
+    args: {{dtype: float16}}
+  - name: build
+    command: trtllm-build
+    args: {{gemm_plugin: auto, max_seq_len: 256{build}}}
+output:
+  format: triton
+  triton: {{triton_max_batch_size: {triton}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("build", "triton", "message"),
+    [
+        (", max_batch_size: 4", 8, "exceeds the engine's max_batch_size 4 (step `build` passes --max_batch_size 4)"),
+        ("", 4096, "exceeds the engine's max_batch_size 2048 (the default --max_batch_size of trtllm-build"),
+    ],
+)
+def test_triton_batch_size_is_checked_against_the_build_at_plan_time(
+    run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path], build: str, triton: int, message: str
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(BATCH_PLAN.format(model=tiny_model("gpt2"), build=build, triton=triton))
+    for argv in (["plan", str(cfg)], ["build", str(cfg), "-o", str(tmp_path / "x.tar.gz")]):
+        res = run_cli(*argv)
+        assert res.returncode == 2, res.stderr
+        assert message in res.stderr
+    ran = [json.loads(line) for line in (tmp_path / "standin.log").read_text().splitlines()]
+    assert not any("--output_dir" in r["argv"] for r in ran)  # no step ran
+    # the same triton_max_batch_size within the build's is accepted
+    cfg.write_text(BATCH_PLAN.format(model=tiny_model("gpt2", name="m2"), build=", max_batch_size: 8", triton=8))
+    assert run_cli("plan", str(cfg)).returncode == 0
 
 
 def test_failing_smoke_test_fails_the_build(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:

@@ -13,7 +13,9 @@ import json
 import posixpath
 import re
 import tarfile
+import tempfile
 import zlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,13 +24,16 @@ from .errors import VerifyError
 from .gpu import GpuInfo, detect_gpus
 from .versions import trtllm_version as local_trtllm_version
 
-__all__ = ["FileMismatch", "InspectReport", "format_report", "inspect_archive"]
+__all__ = ["FileMismatch", "InspectReport", "format_report", "inspect_archive", "triton_problems"]
 
 MANIFEST_NAME = "manifest.json"
 SUPPORTED_FORMAT_VERSIONS = (1,)
 _CHUNK = 1024 * 1024
 _MANIFEST_MAX_BYTES = 64 * 1024 * 1024
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# Members a Triton repository check reads: configs, Python models, engine config, tokenizer files.
+_TRITON_TEXT_SUFFIXES = (".pbtxt", ".py", ".json", ".txt", ".model", ".tiktoken", ".jinja")
+_TRITON_TEXT_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class InspectReport:
     local_trtllm_version: str | None = None
     compatibility: list[str] = field(default_factory=list)
     servable: bool | None = None
+    triton: list[str] | None = None  # Triton repository problems; None when the archive is not one
 
     @property
     def intact(self) -> bool:
@@ -71,7 +77,7 @@ class InspectReport:
 
     @property
     def ok(self) -> bool:
-        return self.intact and self.servable is not False
+        return self.intact and self.servable is not False and not self.triton
 
 
 def inspect_archive(
@@ -90,6 +96,7 @@ def inspect_archive(
     archive = Path(archive)
     report = InspectReport(archive=archive)
     actual: dict[str, tuple[str, int]] = {}
+    kept: dict[str, bytes] = {}  # small text members, for triton_problems
     manifest_bytes: bytes | None = None
     try:
         with tarfile.open(archive, mode="r|*") as tar:
@@ -122,6 +129,11 @@ def inspect_archive(
                 if name == MANIFEST_NAME:
                     manifest_bytes = _read_capped(stream, _MANIFEST_MAX_BYTES + 1)
                     continue
+                if name.endswith(_TRITON_TEXT_SUFFIXES) and member.size <= _TRITON_TEXT_MAX_BYTES:
+                    data = _read_capped(stream, _TRITON_TEXT_MAX_BYTES + 1)
+                    kept[name] = data
+                    actual[name] = hashlib.sha256(data).hexdigest(), len(data)
+                    continue
                 actual[name] = _hash_stream(stream)
     except FileNotFoundError as exc:
         raise VerifyError(f"{archive} does not exist") from exc
@@ -135,12 +147,48 @@ def inspect_archive(
     if manifest is not None:
         report.manifest = manifest
         _compare(manifest, actual, report)
+        output = _section(manifest, "output")
+        if output.get("format") == "triton":
+            version = _section(manifest, "trtllm").get("version")
+            reads = _section(output, "triton").get("cpp_reads")
+            report.triton = triton_problems(
+                kept,
+                actual,
+                version if isinstance(version, str) else None,
+                cpp_reads=reads if isinstance(reads, list) and all(isinstance(r, str) for r in reads) else None,
+            )
 
     report.gpus = detect_gpus() if gpus is None else list(gpus)
     report.local_trtllm_version = local_trtllm_version(None) if trtllm_version is None else trtllm_version
     if manifest is not None:
         report.servable, report.compatibility = _compatibility(manifest, report.gpus, report.local_trtllm_version)
     return report
+
+
+def triton_problems(
+    texts: Mapping[str, bytes],
+    names: Iterable[str],
+    trtllm_version: str | None,
+    *,
+    cpp_reads: Iterable[str] | None = None,
+) -> list[str]:
+    """Run the Triton repository verifier on archive members.
+
+    ``texts``: the content of the small text members (configs, ``model.py``, JSON, tokenizer
+    files); ``names``: every member, large ones (engines) only by name. They are laid out in a
+    temporary folder, large members as empty files, which is all the verifier reads of them.
+    ``cpp_reads`` (the manifest's ``output.triton.cpp_reads``: what the C++ backend of the
+    templates used reads without a fallback), else ``trtllm_version`` picks those reads.
+    """
+    from .tritonverify import repository_problems
+
+    with tempfile.TemporaryDirectory(prefix="trtllm-builder-inspect-") as tmp:
+        root = Path(tmp)
+        for name in sorted(set(names) | set(texts)):
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(texts.get(name, b""))
+        return repository_problems(root, cpp_declared=cpp_reads, backend_version=trtllm_version)
 
 
 def _member_name(raw: str) -> str | None:
@@ -350,12 +398,21 @@ def format_report(report: InspectReport) -> str:
         if report.mismatched or report.missing or report.unlisted:
             out.append("  download the archive again, or rebuild it; do not serve it as is")
 
+    if report.triton is not None:
+        if report.triton:
+            out.append("Triton repository: NOT LOADABLE")
+            out.extend(f"  - {p}" for p in report.triton)
+        else:
+            out.append("Triton repository: ok (configs, ensemble wiring, loader parameters, engine ranks, tokenizer)")
+
     if report.compatibility:
         out.append("this machine:")
         out.extend(f"  - {line}" for line in report.compatibility)
 
     if not report.intact:
         out.append("verdict: NOT OK: the archive does not match its manifest")
+    elif report.triton:
+        out.append("verdict: NOT OK: Triton would not load this repository (see above)")
     elif report.servable is False:
         out.append("verdict: NOT OK: intact, but this machine cannot serve it (see above)")
     elif report.servable is None:

@@ -31,7 +31,7 @@ from .plan import Plan, PlannedStep, make_plan
 from .preflight import check_machine, raise_for_errors
 from .recipes import resolve_recipe
 from .runner import run_step
-from .serving import check_outputs, run_smoke_test, triton_members
+from .serving import check_outputs, run_smoke_test, triton_members, triton_summary
 from .sources import FetchedModel, ModelRef, check_ref, fetch_model, tokenizer_files
 from .stepcache import CachedStep, StepCache, content_hash, step_key
 from .tree import TrtllmTree, find_tree
@@ -137,7 +137,7 @@ def prepare(
     config = resolve_recipe(config, token=hf_token, cache_dir=cache, local_dir=model_dir)
     parsers = ParserCache(cache, version=trtllm_version(tree.root))
     plan = make_plan(config, tree, work_dir or default_work_dir(text), parsers=parsers)
-    check_outputs(config, tree, backend=backend_dir, upload=upload)
+    check_outputs(config, tree, backend=backend_dir, upload=upload, plan=plan, parsers=parsers)
     return config, plan
 
 
@@ -300,12 +300,12 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
                 config.smoke_test, plan.tree, last_engine, work_dir / "model",
                 cwd=work_dir, env=env, secrets=secrets, log=log,
             )  # fmt: skip
-        tokenizer = tokenizer_files(model.path)
         if out_plan.format == "triton":
             repo = work_dir / "triton_model_repo"
             if repo.exists():  # left by an earlier, failed run in this work dir
                 remove_inside(work_dir, repo)
-            members = triton_members(out_plan, last_engine, tokenizer, repo)
+            members = triton_members(out_plan, last_engine, model.path, repo)
+            manifest["output"]["triton"] = triton_summary(out_plan)
             mount = out_plan.triton.mount_path if out_plan.triton else "/models"
             log(f"Triton model repository verified: {len(members)} files; mount it at {mount}")
         else:

@@ -14,16 +14,29 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .argv import display
+from .argv import display, flag_values
 from .config import BuildConfig, SmokeTest
 from .errors import ConfigError, SetupError
 from .layout import Found
+from .parsers import ParserCache, program_label
 from .runner import run_step
 from .tree import TrtllmTree
-from .triton import TritonOptions, find_templates, make_model_repository, parse_triton_options, validate_options
+from .triton import (
+    TritonOptions,
+    check_batch_size,
+    cpp_reads,
+    find_templates,
+    make_model_repository,
+    parse_triton_options,
+    tokenizer_folder_files,
+    validate_options,
+)
 from .upload import parse_s3_url
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 __all__ = [
     "OutputPlan",
@@ -31,6 +44,7 @@ __all__ = [
     "check_outputs",
     "run_smoke_test",
     "triton_members",
+    "triton_summary",
 ]
 
 _OUTPUT_RE = re.compile(r'^Output \[Text (\d+) Beam (\d+)\]: "(.*)"$')
@@ -53,9 +67,19 @@ def backend_dir(explicit: str | os.PathLike[str] | None, tree: TrtllmTree) -> Pa
 
 
 def check_outputs(
-    config: BuildConfig, tree: TrtllmTree, *, backend: str | os.PathLike[str] | None = None, upload: str | None = None
+    config: BuildConfig,
+    tree: TrtllmTree,
+    *,
+    backend: str | os.PathLike[str] | None = None,
+    upload: str | None = None,
+    plan: Plan | None = None,
+    parsers: ParserCache | None = None,
 ) -> OutputPlan:
-    """Validate the ``output`` section against the real templates; no engine needed."""
+    """Validate the ``output`` section against the real templates; no engine needed.
+
+    With ``plan`` (and ``parsers``), ``triton_max_batch_size`` is also checked against the build
+    step's ``--max_batch_size``, or trtllm-build's own default read from its parser.
+    """
     out = config.output
     url = upload or out.upload
     if url is not None:
@@ -70,21 +94,60 @@ def check_outputs(
     except SetupError as exc:
         raise SetupError(f"{exc} (needed by `output.format: triton`)") from None
     validate_options(options, templates)
+    if plan is not None and options.triton_max_batch_size is not None:
+        planned = planned_max_batch_size(plan, parsers)
+        if planned is not None:
+            check_batch_size(options, *planned)
     return OutputPlan("triton", options, templates, url)
 
 
-def triton_members(outputs: OutputPlan, engine: Found, tokenizer: Sequence[Path], dest: Path) -> list[tuple[str, Path]]:
-    """Build the model repository at ``dest`` and list its files as archive members."""
+def planned_max_batch_size(plan: Plan, parsers: ParserCache | None) -> tuple[int, str] | None:
+    """The engine's ``max_batch_size`` as the plan's last build step will set it, and whence it comes.
+
+    ``None`` when that cannot be told before the build (no build step, a value that is not a
+    number, or a parser that could not be read); the engine's config.json is checked after the build.
+    """
+    builds = [s for s in plan.steps if s.expect in ("engine", "any")]
+    if not builds:
+        return None
+    step = builds[-1]
+    given = flag_values(step.args).get("max_batch_size")
+    if given is not None:
+        return (int(given), f"step `{step.name}` passes --max_batch_size {given}") if given.isdigit() else None
+    if parsers is None:
+        return None
+    found = parsers.lookup(step.program, label=program_label(step.program, plan.tree.examples))
+    option = found.spec.option("--max_batch_size") if found.spec is not None else None
+    if option is None or not isinstance(option.default, int) or isinstance(option.default, bool):
+        return None
+    return option.default, f"the default --max_batch_size of {parsers.describe(found.label)}, read from its parser"
+
+
+def triton_members(outputs: OutputPlan, engine: Found, model_dir: Path, dest: Path) -> list[tuple[str, Path]]:
+    """Build the model repository at ``dest`` and list its files as archive members.
+
+    The tokenizer folder gets the model's tokenizer files and its ``config.json``
+    (:func:`.triton.tokenizer_folder_files`).
+    """
     if outputs.triton is None or outputs.templates is None:
         raise ConfigError("internal: triton output without options")  # pragma: no cover
     repo = make_model_repository(
         engine_dir=engine.path,
-        tokenizer_files=list(tokenizer),
+        tokenizer_files=tokenizer_folder_files(model_dir),
         templates=outputs.templates,
         dest=dest,
         options=outputs.triton,
     )
     return sorted((p.relative_to(repo).as_posix(), p) for p in repo.rglob("*") if p.is_file())
+
+
+def triton_summary(outputs: OutputPlan) -> dict[str, Any]:
+    """What the manifest records of a Triton output: the templates, and the parameters the C++
+    backend of those templates reads without a fallback (``inspect`` checks the repository
+    against them)."""
+    if outputs.templates is None:
+        raise ConfigError("internal: triton output without templates")  # pragma: no cover
+    return {"templates": str(outputs.templates), "cpp_reads": cpp_reads(outputs.templates)}
 
 
 def smoke_argv(

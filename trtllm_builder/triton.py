@@ -1,25 +1,31 @@
-"""A Triton model repository (tensorrtllm_backend ``inflight_batcher_llm``) around a built engine.
+"""A Triton model repository (``inflight_batcher_llm``) around a built engine.
 
-The backend ships five ``config.pbtxt`` templates with ``${var}`` placeholders, filled
-upstream by ``tools/fill_template.py`` (``string.Template.safe_substitute``): a
-forgotten variable stays in place and Triton fails later with an opaque parse error.
-Here every template is read first, its variables are compared with what we can fill
-(the engine's own ``config.json``, ``output.triton`` options), and:
+The backend ships five ``config.pbtxt`` templates with ``${var}`` placeholders, filled upstream
+by ``tools/fill_template.py`` (``string.Template.safe_substitute``): a forgotten variable stays
+in place and Triton fails later with an opaque error. Here every template is read first
+(:mod:`.pbtxt`), its variables are compared with what can be filled (the engine's own
+``config.json``, ``output.triton``), and:
 
-* each template gets its own values only (from ~v0.19 ``fill_template.py`` rejects
-  keys a template lacks);
-* an optional ``parameters { key: ... value: { string_value: "${x}" } }`` block whose
-  variable nobody set is removed whole, found by tokenizing the pbtxt, which is how
-  the backend expects an absent parameter;
-* any other unfilled variable is a :class:`ConfigError` naming it, before anything
-  is written.
+* each template gets its own values only (from v0.19 ``fill_template.py`` rejects keys a
+  template lacks); placeholders inside comments are left alone, as ``safe_substitute`` and
+  Triton do;
+* a ``parameters`` block whose variable nobody set is removed only where no loader of that model
+  reads it without a fallback (:mod:`.tritonloaders`: the template's own ``model.py`` files,
+  and the C++ backend's table); where one does, it keeps the value that loader reads as unset
+  (``""`` or the placeholder);
+* data types come from what the ensemble wires a tensor to, else from the documented
+  invocations (``TYPE_FP16`` for the prompt table and encoder features), the logits type from
+  the engine;
+* any other unfilled variable is a :class:`ConfigError` naming it, before anything is written;
+* the result is checked as Triton would load it (:mod:`.tritonverify`) before it is renamed
+  into place.
 
 Layout written (``<m>`` is ``model_name``, ``tensorrt_llm`` by default)::
 
     preprocessing/  postprocessing/  tensorrt_llm_bls/  ensemble/   config.pbtxt + 1/...
     <m>/config.pbtxt
     <m>/1/config.json, rank0.engine ...     engine (hard links when possible)
-    <m>/tokenizer/...                       tokenizer files
+    <m>/tokenizer/...                       tokenizer files and the model's config.json
 
 The tokenizer lives inside the ``<m>`` model folder, not at the repository root:
 Triton treats every root folder as a model and fails to start on one without a
@@ -30,21 +36,25 @@ non-numeric sub-folders of a model folder.
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import os
 import posixpath
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError, PackagingError, SetupError, VerifyError
+from . import pbtxt
+from .engineinfo import EngineInfo, read_engine_info
+from .errors import ConfigError, PackagingError, SetupError
+from .sources import tokenizer_files
+from .tritonloaders import Requirement, cpp_requirements, merge
+from .tritonverify import python_model_requirements, verify_model_repository
 
 __all__ = [
     "DEFAULT_TEMPLATE_SUBDIR",
@@ -52,11 +62,15 @@ __all__ = [
     "TOKENIZER_SUBDIR",
     "EngineInfo",
     "TritonOptions",
+    "check_batch_size",
+    "cpp_reads",
     "find_templates",
     "make_model_repository",
     "parse_triton_options",
     "read_engine_info",
+    "required_parameters",
     "template_variables",
+    "tokenizer_folder_files",
     "validate_options",
     "verify_model_repository",
 ]
@@ -88,10 +102,7 @@ _TRITON_DTYPES = {
 }
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-# A value placed outside a quoted string must be one pbtxt token (a number, enum or bool).
-_BARE_VALUE_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _RANK_RE = re.compile(r"^rank(\d+)\.engine$")
-_VERSION_DIR_RE = re.compile(r"^[1-9][0-9]*$")
 
 
 # --------------------------------------------------------------------------- options
@@ -246,147 +257,49 @@ def find_templates(backend_dir: Path) -> Path:
     )
 
 
-_TOKEN_RE = re.compile(
-    r"""
-    (?P<ws>\s+)
-  | (?P<comment>\#[^\n]*)
-  | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-  | (?P<var>\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<dollar>\$\$)
-  | (?P<punct>[{}\[\]<>:,;])
-  | (?P<word>[^\s{}\[\]<>:,;"'\#$]+)
-  | (?P<other>.)
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-# string.Template's own rules, for placeholders inside strings and comments.
-_INNER_VAR_RE = re.compile(
-    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<named>[A-Za-z_][A-Za-z0-9_]*)|(?P<dollar>\$))"
-)
+# --------------------------------------------------------------------------- templates and loaders
 
 
 @dataclass(frozen=True)
-class _Token:
-    kind: str
-    start: int
-    end: int
-    text: str
+class _Model:
+    """One template model folder: its config template and what its loaders read without a fallback."""
+
+    template: pbtxt.Template
+    required: Mapping[str, Requirement]
 
 
-@dataclass(frozen=True)
-class _ParamBlock:
-    key: str | None
-    variable: str | None  # set when the value is exactly "${variable}"
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class _Template:
-    model: str
-    path: Path
-    text: str
-    variables: frozenset[str]
-    removable: frozenset[str]  # appear only as the whole value of top-level parameters blocks
-    blocks: tuple[_ParamBlock, ...]
-
-
-def _tokens(text: str) -> list[_Token]:
-    return [_Token(m.lastgroup or "other", m.start(), m.end(), m.group()) for m in _TOKEN_RE.finditer(text)]
-
-
-def _token_variables(token: _Token) -> list[str]:
-    if token.kind == "var":
-        return [token.text.strip("${}")]
-    if token.kind in ("string", "comment"):
-        return [
-            m.group("braced") or m.group("named") for m in _INNER_VAR_RE.finditer(token.text) if not m.group("dollar")
-        ]
-    return []
-
-
-def _param_blocks(tokens: list[_Token]) -> list[_ParamBlock]:
-    """Top-level ``parameters [:] { ... }`` fields, with their key and variable."""
-    sig = [t for t in tokens if t.kind not in ("ws", "comment")]
-    blocks: list[_ParamBlock] = []
-    depth = 0
-    i = 0
-    while i < len(sig):
-        tok = sig[i]
-        if depth == 0 and tok.kind == "word" and tok.text == "parameters":
-            j = i + 1
-            if j < len(sig) and sig[j].text == ":":
-                j += 1
-            if j < len(sig) and sig[j].text in ("{", "<"):
-                close = _matching(sig, j)
-                if close is not None:
-                    blocks.append(_describe_block(sig[j + 1 : close], tok.start, sig[close].end))
-                    i = close + 1
-                    continue
-        if tok.kind == "punct" and tok.text in "{[<":
-            depth += 1
-        elif tok.kind == "punct" and tok.text in "}]>":
-            depth -= 1
-        i += 1
-    return blocks
-
-
-def _matching(sig: list[_Token], open_index: int) -> int | None:
-    depth = 0
-    for k in range(open_index, len(sig)):
-        if sig[k].kind != "punct":
-            continue
-        if sig[k].text in "{[<":
-            depth += 1
-        elif sig[k].text in "}]>":
-            depth -= 1
-            if depth == 0:
-                return k
-    return None
-
-
-def _describe_block(body: list[_Token], start: int, end: int) -> _ParamBlock:
-    key: str | None = None
-    variable: str | None = None
-    for k in range(len(body) - 2):
-        name, colon, value = body[k], body[k + 1], body[k + 2]
-        if name.kind != "word" or colon.text != ":" or value.kind != "string":
-            continue
-        if name.text == "key":
-            key = value.text[1:-1]
-        elif name.text == "string_value":
-            m = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", value.text[1:-1])
-            if m:
-                variable = m.group(1) or m.group(2)
-    return _ParamBlock(key, variable, start, end)
-
-
-def _parse_template(model: str, path: Path) -> _Template:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SetupError(f"cannot read Triton template {path}: {exc}") from exc
-    tokens = _tokens(text)
-    counts: dict[str, int] = {}
-    for token in tokens:
-        for name in _token_variables(token):
-            counts[name] = counts.get(name, 0) + 1
-    blocks = tuple(_param_blocks(tokens))
-    in_blocks: dict[str, int] = {}
-    for block in blocks:
-        if block.variable is not None:
-            in_blocks[block.variable] = in_blocks.get(block.variable, 0) + 1
-    removable = frozenset(name for name, n in in_blocks.items() if counts.get(name) == n)
-    return _Template(model, path, text, frozenset(counts), removable, blocks)
-
-
-def _load_templates(templates: Path) -> dict[str, _Template]:
-    return {m: _parse_template(m, Path(templates) / m / "config.pbtxt") for m in MODELS}
+def _load_templates(templates: Path) -> dict[str, _Model]:
+    templates = Path(templates)
+    models: dict[str, _Model] = {}
+    for m in MODELS:
+        tmpl = pbtxt.parse_template(m, templates / m / "config.pbtxt")
+        loaders: list[dict[str, Requirement]] = []
+        version_dir = templates / m / "1"
+        if version_dir.is_dir() and (version_dir / "model.py").is_file():
+            reqs, problems = python_model_requirements(version_dir, f"{m}/1")
+            if problems:
+                raise SetupError(f"Triton templates at {templates}: " + "; ".join(problems))
+            loaders.append(reqs)
+        if m == _LLM:  # the C++ backend of the same release (triton_backend: tensorrtllm)
+            loaders.append(cpp_requirements(declared=tmpl.block_keys()))
+        models[m] = _Model(tmpl, merge(*loaders))
+    return models
 
 
 def template_variables(templates: Path) -> dict[str, frozenset[str]]:
-    """Every ``${variable}`` of each model's ``config.pbtxt``, by model name."""
-    return {m: t.variables for m, t in _load_templates(templates).items()}
+    """Every ``${variable}`` of each model's ``config.pbtxt`` outside comments, by model name."""
+    return {m: t.template.variables for m, t in _load_templates(templates).items()}
+
+
+def cpp_reads(templates: Path) -> list[str]:
+    """The parameters the C++ backend matching ``templates`` reads without a fallback (for the manifest)."""
+    tmpl = pbtxt.parse_template(_LLM, Path(templates) / _LLM / "config.pbtxt")
+    return sorted(cpp_requirements(declared=tmpl.block_keys()))
+
+
+def required_parameters(templates: Path) -> dict[str, dict[str, Requirement]]:
+    """Per model: the parameters its loaders read without a fallback (see :mod:`.tritonloaders`)."""
+    return {m: dict(t.required) for m, t in _load_templates(templates).items()}
 
 
 def validate_options(options: TritonOptions, templates: Path) -> None:
@@ -398,6 +311,7 @@ def validate_options(options: TritonOptions, templates: Path) -> None:
     _check_options(options, _load_templates(templates), templates)
 
 
+# Filled by the builder from the engine and the documented invocations (see _values).
 _ENGINE_VARS = frozenset(
     {
         "triton_max_batch_size",
@@ -410,10 +324,14 @@ _ENGINE_VARS = frozenset(
         "prompt_embedding_table_data_type",
     }
 )
+# The documented invocations set these for tensorrt_llm only; tools/fill_template.py itself
+# defaults them to 0 in every template (v0.18.2: max_queue_size only; from v0.19.0 both,
+# tools/fill_template.py lines 38-41), which is what preprocessing gets.
+_LLM_ONLY = {"max_queue_delay_microseconds": "0", "max_queue_size": "0"}
 
 
-def _check_options(options: TritonOptions, loaded: Mapping[str, _Template], templates: Path) -> None:
-    all_vars = frozenset().union(*(t.variables for t in loaded.values()))
+def _check_options(options: TritonOptions, loaded: Mapping[str, _Model], templates: Path) -> None:
+    all_vars = frozenset().union(*(t.template.variables for t in loaded.values()))
     settable = sorted(all_vars - set(_typed_variables()) - _FIXED)
     problems: list[str] = []
     for key in options.extra:
@@ -431,73 +349,37 @@ def _check_options(options: TritonOptions, loaded: Mapping[str, _Template], temp
                 f"output.triton.{field}: the templates in {templates} have no ${{{var}}} "
                 "(this backend version does not support it); remove the option"
             )
-    provided = set(options.variable_values()) | set(options.extra) | _ENGINE_VARS
-    for model, tmpl in loaded.items():
+    provided = set(options.variable_values()) | set(options.extra) | _ENGINE_VARS | set(_LLM_ONLY)
+    for model, entry in loaded.items():
+        tmpl = entry.template
         for var in sorted(tmpl.variables - tmpl.removable - provided):
             problems.append(
                 f"{model}/config.pbtxt: ${{{var}}} is not an optional parameters block and nothing sets it; "
                 f"set output.triton.extra.{var}"
             )
+        for block in tmpl.blocks:
+            req = entry.required.get(block.key or "")
+            if block.variable in provided or block.variable not in tmpl.removable or req is None:
+                continue
+            if req.unset_value(block.variable) is None:
+                problems.append(
+                    f"{model}/config.pbtxt: nothing sets ${{{block.variable}}}, and {req.source} reads parameter "
+                    f"`{block.key}` without a fallback and needs a real value; set output.triton.extra.{block.variable}"
+                )
     if problems:
         raise ConfigError("output.triton does not fit the Triton templates", problems=problems)
 
 
-# --------------------------------------------------------------------------- engine
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """What the Triton configs need from an engine's ``config.json``."""
-
-    max_batch_size: int
-    max_beam_width: int
-    dtype: str
-    logits_dtype: str
-    world_size: int
-
-
-def read_engine_info(engine_dir: Path) -> EngineInfo:
-    """Read ``engine_dir/config.json`` as written by ``trtllm-build`` (or the legacy ``build.py``)."""
-    path = Path(engine_dir) / "config.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise PackagingError(
-            f"cannot read the engine config {path}: {exc}; is {engine_dir} a trtllm-build output?"
-        ) from exc
-    if not isinstance(data, dict):
-        raise PackagingError(f"{path} is not a JSON object")
-    try:
-        return _engine_info(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PackagingError(
-            f"{path} lacks what a Triton repository needs ({exc!s}); expected trtllm-build's "
-            "config.json with build_config.max_batch_size and pretrained_config.dtype"
-        ) from exc
-
-
-def _engine_info(data: dict[str, Any]) -> EngineInfo:
-    if "build_config" in data:
-        build = data["build_config"]
-        pretrained = data.get("pretrained_config") or {}
-        mapping = pretrained.get("mapping") or {}
-        world = mapping.get("world_size") or int(mapping.get("tp_size", 1)) * int(mapping.get("pp_size", 1))
-        return EngineInfo(
-            max_batch_size=int(build["max_batch_size"]),
-            max_beam_width=int(build.get("max_beam_width", 1)),
-            dtype=str(pretrained["dtype"]),
-            logits_dtype=str(pretrained.get("logits_dtype") or "float32"),
-            world_size=int(world),
+def check_batch_size(options: TritonOptions, engine_max: int, where: str) -> None:
+    """``triton_max_batch_size`` may not exceed the engine's ``max_batch_size`` (``where`` says whence it came)."""
+    if options.triton_max_batch_size is not None and options.triton_max_batch_size > engine_max:
+        raise ConfigError(
+            f"output.triton.triton_max_batch_size {options.triton_max_batch_size} exceeds the engine's "
+            f"max_batch_size {engine_max} ({where}); lower it or build with a larger --max_batch_size"
         )
-    builder = data["builder_config"]  # engines of the old examples/<model>/build.py
-    world = int(builder.get("tensor_parallel", 1)) * int(builder.get("pipeline_parallel", 1))
-    return EngineInfo(
-        max_batch_size=int(builder["max_batch_size"]),
-        max_beam_width=int(builder.get("max_beam_width", 1)),
-        dtype=str(builder["precision"]),
-        logits_dtype=str(builder.get("logits_dtype") or "float32"),
-        world_size=world,
-    )
+
+
+# --------------------------------------------------------------------------- engine and tokenizer
 
 
 def _triton_dtype(dtype: str, what: str) -> str:
@@ -528,107 +410,15 @@ def _engine_files(engine_dir: Path, info: EngineInfo) -> list[Path]:
     return wanted
 
 
-# --------------------------------------------------------------------------- rendering
-
-
-def _render(tmpl: _Template, values: Mapping[str, str]) -> str:
-    """Remove unset optional parameters blocks, then substitute ``values`` (only this template's keys)."""
-    text = tmpl.text
-    drop = [b for b in tmpl.blocks if b.variable in tmpl.removable and b.variable not in values]
-    for block in sorted(drop, key=lambda b: b.start, reverse=True):
-        start, end = _removal_span(text, block.start, block.end)
-        text = text[:start] + text[end:]
-    out: list[str] = []
-    unfilled: list[str] = []
-    for token in _tokens(text):
-        if token.kind == "var":
-            name = token.text.strip("${}")
-            if name not in values:
-                unfilled.append(name)
-                out.append(token.text)
-                continue
-            value = values[name]
-            if not _BARE_VALUE_RE.match(value):
-                raise ConfigError(
-                    f"{tmpl.model}/config.pbtxt: ${{{name}}} stands outside quotes, so its value must be "
-                    f"one word such as TYPE_FP16, 8 or true; got {value!r}"
-                )
-            out.append(value)
-        elif token.kind in ("string", "comment"):
-            quote = token.text[0] if token.kind == "string" else ""
-
-            def sub(m: re.Match[str], quote: str = quote) -> str:
-                if m.group("dollar"):
-                    return "$"
-                name = m.group("braced") or m.group("named")
-                if name not in values:
-                    unfilled.append(name)
-                    return m.group()
-                return _escape(values[name], quote)
-
-            out.append(_INNER_VAR_RE.sub(sub, token.text))
-        elif token.kind == "dollar":
-            out.append("$")
-        else:
-            out.append(token.text)
-    if unfilled:  # _check_options prevents this; keep the guarantee local too
-        raise ConfigError(
-            f"{tmpl.model}/config.pbtxt: no value for " + ", ".join(f"${{{n}}}" for n in sorted(set(unfilled)))
-        )
-    return "".join(out)
-
-
-def _escape(value: str, quote: str) -> str:
-    if not quote:
-        return value
-    return value.replace("\\", "\\\\").replace(quote, "\\" + quote)
-
-
-def _removal_span(text: str, start: int, end: int) -> tuple[int, int]:
-    """Widen a block's span to whole lines, its comment lines above and one spare blank line."""
-    line_start = text.rfind("\n", 0, start) + 1
-    if text[line_start:start].strip() == "":
-        start = line_start
-        # Comment lines directly above (no blank line between) describe this block.
-        while start > 0:
-            prev_start = text.rfind("\n", 0, start - 1) + 1
-            if not text[prev_start : start - 1].lstrip().startswith("#"):
-                break
-            start = prev_start
-    rest = re.match(r"[ \t]*[,;]?[ \t]*(\n|$)", text[end:])
-    if rest:
-        end += rest.end()
-        at_line_start = start == 0 or text[start - 1] == "\n"
-        blank_above = start == 0 or text[max(0, start - 2) : start] == "\n\n"
-        if at_line_start and blank_above and text[end : end + 1] == "\n":
-            end += 1
-    return start, end
-
-
-def _rename_refs(text: str, field: str, old: str, new: str, *, top_level_only: bool) -> str:
-    """Replace ``field: "old"`` string values with ``"new"``, found by token, not by regex."""
-    tokens = _tokens(text)
-    sig = [t for t in tokens if t.kind not in ("ws", "comment")]
-    replace: list[_Token] = []
-    depth = 0
-    for k, tok in enumerate(sig):
-        if tok.kind == "punct" and tok.text in "{[<":
-            depth += 1
-        elif tok.kind == "punct" and tok.text in "}]>":
-            depth -= 1
-        if (
-            tok.kind == "word"
-            and tok.text == field
-            and (depth == 0 or not top_level_only)
-            and k + 2 < len(sig)
-            and sig[k + 1].text == ":"
-            and sig[k + 2].kind == "string"
-            and sig[k + 2].text[1:-1] == old
-        ):
-            replace.append(sig[k + 2])
-    for tok in reversed(replace):
-        text = text[: tok.start] + f'"{new}"' + text[tok.end :]
-    return text
+def tokenizer_folder_files(model_dir: Path) -> list[Path]:
+    """What ``AutoTokenizer.from_pretrained(<m>/tokenizer)`` needs from the model: its tokenizer files,
+    and its ``config.json`` (plus any ``configuration_*.py`` it names): without a ``tokenizer_class``
+    in ``tokenizer_config.json``, transformers reads the model type from ``config.json``."""
+    model_dir = Path(model_dir)
+    files = list(tokenizer_files(model_dir))
+    extra = [model_dir / "config.json", *sorted(model_dir.glob("configuration_*.py"))]
+    files.extend(p for p in extra if p.is_file() and p not in files)
+    return sorted(files, key=lambda p: p.name)
 
 
 # --------------------------------------------------------------------------- building
@@ -647,7 +437,8 @@ def make_model_repository(
 
     ``engine_dir`` holds trtllm-build's ``config.json`` + ``rank*.engine``; they are
     hard-linked into ``<model_name>/1/`` when on the same filesystem, else copied (the
-    source is never moved). ``tokenizer_files`` go to ``<model_name>/tokenizer/``.
+    source is never moved). ``tokenizer_files`` go to ``<model_name>/tokenizer/``
+    (:func:`tokenizer_folder_files` lists what a model needs there).
     ``dest`` must not exist or be empty; it is written in a sibling temp folder and
     renamed into place once :func:`verify_model_repository` passes. Returns ``dest``.
     """
@@ -669,11 +460,13 @@ def make_model_repository(
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise PackagingError(f"{dest} already exists and is not an empty folder; remove it or choose another output")
 
-    values = _values(options, info, model_name)
-    rendered = {m: _render(t, {k: v for k, v in values.items() if k in t.variables}) for m, t in loaded.items()}
+    values = _values(options, info, model_name, loaded)
+    rendered = {m: _render_model(m, entry, values) for m, entry in loaded.items()}
     if model_name != _LLM:
-        rendered[_LLM] = _rename_refs(rendered[_LLM], "name", _LLM, model_name, top_level_only=True)
-        rendered["ensemble"] = _rename_refs(rendered["ensemble"], "model_name", _LLM, model_name, top_level_only=False)
+        rendered[_LLM] = pbtxt.rename_refs(rendered[_LLM], "name", _LLM, model_name, top_level_only=True)
+        rendered["ensemble"] = pbtxt.rename_refs(
+            rendered["ensemble"], "model_name", _LLM, model_name, top_level_only=False
+        )
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
@@ -697,7 +490,7 @@ def make_model_repository(
             vdir = tmp / (model_name if model == _LLM else model) / "1"
             if not any(vdir.iterdir()):
                 (vdir / ".keep").touch()
-        verify_model_repository(tmp)
+        verify_model_repository(tmp, cpp_declared=loaded[_LLM].template.block_keys())
         if dest.exists():
             dest.rmdir()  # checked empty above
         os.replace(tmp, dest)
@@ -711,26 +504,83 @@ def make_model_repository(
     return dest
 
 
-def _values(options: TritonOptions, info: EngineInfo, model_name: str) -> dict[str, str]:
-    if options.triton_max_batch_size is not None and options.triton_max_batch_size > info.max_batch_size:
-        raise ConfigError(
-            f"output.triton.triton_max_batch_size {options.triton_max_batch_size} exceeds the engine's "
-            f"max_batch_size {info.max_batch_size}; lower it or rebuild with a larger --max_batch_size"
-        )
-    dtype = _triton_dtype(info.dtype, "dtype")
+def _render_model(model: str, entry: _Model, values: Mapping[str, str]) -> str:
+    tmpl = entry.template
+    own = {k: v for k, v in values.items() if k in tmpl.variables}
+    if model != _LLM:
+        own.update((k, v) for k, v in _LLM_ONLY.items() if k in tmpl.variables)
+    unset: dict[str, str] = {}
+    for block in tmpl.blocks:
+        req = entry.required.get(block.key or "")
+        if req is None or block.variable is None or block.variable in own:
+            continue
+        keep = req.unset_value(block.variable)
+        if keep is not None:  # None: _check_options refused it already
+            unset[req.key] = keep
+    return pbtxt.render(tmpl, own, unset)
+
+
+# The data types the documented invocations pass where nothing in the ensemble decides: every
+# `fill_template.py` line of tensorrtllm_backend docs/*.md (v0.18.2 to v1.0.0, and main at 8addf2f,
+# the TensorRT-LLM 1.2.1 one) gives encoder_input_features_data_type:TYPE_FP16 (multimodal.md:
+# TYPE_BF16 for mllama only) and prompt_embedding_table_data_type:TYPE_FP16.
+_DOCUMENTED_TYPES = {
+    "encoder_input_features_data_type": "TYPE_FP16",
+    "prompt_embedding_table_data_type": "TYPE_FP16",
+}
+
+
+def _values(options: TritonOptions, info: EngineInfo, model_name: str, loaded: Mapping[str, _Model]) -> dict[str, str]:
+    check_batch_size(options, info.max_batch_size, "its config.json build_config")
     values = {
         "triton_max_batch_size": str(info.max_batch_size),
         "engine_dir": posixpath.join(options.mount_path, model_name, "1"),
         "tokenizer_dir": posixpath.join(options.mount_path, model_name, TOKENIZER_SUBDIR),
+        # The C++ backend takes the logits type from this output's data_type and checks the
+        # engine's against it (TLLM_CHECK(contextLogitsType == getLogitsDataType())).
         "logits_datatype": _triton_dtype(info.logits_dtype, "logits dtype"),
-        "encoder_input_features_data_type": dtype,
-        "prompt_embedding_table_data_type": dtype,
         "max_beam_width": str(info.max_beam_width),
         "tensorrt_llm_model_name": model_name,
+        **_DOCUMENTED_TYPES,
     }
     values.update(options.variable_values())
+    values.update(_ensemble_types(loaded, values))
     values.update(options.extra)
     return values
+
+
+def _ensemble_types(loaded: Mapping[str, _Model], values: Mapping[str, str]) -> dict[str, str]:
+    """``data_type: ${x}`` of a step model's tensor, decided by what the ensemble wires it to.
+
+    Triton refuses an ensemble whose tensor has two data types ("ensemble tensor
+    prompt_embedding_table: inconsistent data type"), so where the ensemble declares the
+    tensor itself (an ensemble input or output with a literal type), that type is the only one
+    that loads, whatever the engine's dtype.
+    """
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    ensemble = loaded["ensemble"].template
+    typed_here = {v for v in ensemble.variables if any(v in t.template.typed for t in loaded.values())}
+    own = {k: v for k, v in values.items() if k in ensemble.variables and k not in typed_here}
+    try:
+        text = pbtxt.render(ensemble, {**own, **{v: "TYPE_INVALID" for v in typed_here}}, {})
+        config = model_config_pb2.ModelConfig()
+        text_format.Parse(text, config)
+    except (ConfigError, text_format.ParseError):
+        return {}  # the verifier reports what is wrong with the ensemble
+    declared = {io.name: io.data_type for io in [*config.input, *config.output]}
+    found: dict[str, set[int]] = {}
+    for model, entry in loaded.items():
+        steps = [s for s in config.ensemble_scheduling.step if s.model_name == model]
+        for var, where in entry.template.typed.items():
+            for direction, tensor in where:
+                for step in steps:
+                    wiring = step.input_map if direction == "input" else step.output_map
+                    name = wiring.get(tensor)
+                    if name is not None and name in declared and declared[name] != 0:
+                        found.setdefault(var, set()).add(declared[name])
+    return {var: model_config_pb2.DataType.Name(types.pop()) for var, types in found.items() if len(types) == 1}
 
 
 def _copy_model_files(src: Path, dst: Path) -> None:
@@ -757,105 +607,3 @@ def _link_or_copy(src: Path, dst: Path) -> bool:
         logger.debug("cannot hard-link %s (%s); copying", real, exc)
     shutil.copyfile(real, dst)
     return False
-
-
-# --------------------------------------------------------------------------- verification
-
-
-_LEFTOVER_RE = re.compile(r"\$\{([^}\s]*)\}?")
-
-
-def verify_model_repository(root: Path) -> None:
-    """Check a model repository is complete and every ``config.pbtxt`` is a valid Triton config.
-
-    Checks: no ``${`` left in any ``.pbtxt`` (``model.py`` files of the backend contain
-    ``"${"`` on purpose); every root folder is a model whose ``config.pbtxt`` parses as
-    ``ModelConfig`` with a numeric version folder; ensemble steps and the BLS model
-    name existing models; the TensorRT-LLM model's ``1/`` holds ``config.json`` and
-    ``rank{N}.engine`` for the engine's world size; engine and tokenizer paths point
-    into the repository. Raises :class:`VerifyError` listing every problem found.
-    """
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    root = Path(root)
-    problems: list[str] = []
-    for path in sorted(root.rglob("*.pbtxt")):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        leftovers = sorted({m.group(1) or "?" for m in _LEFTOVER_RE.finditer(text)})
-        if leftovers:
-            problems.append(
-                f"{path.relative_to(root)}: unfilled template variables " + ", ".join(f"${{{n}}}" for n in leftovers)
-            )
-    configs: dict[str, Any] = {}
-    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        cfg_path = model_dir / "config.pbtxt"
-        rel = cfg_path.relative_to(root)
-        if not cfg_path.is_file():
-            problems.append(
-                f"{model_dir.name}/: Triton loads every root folder as a model, and this one has no config.pbtxt"
-            )
-            continue
-        config = model_config_pb2.ModelConfig()
-        try:
-            text_format.Parse(cfg_path.read_text(encoding="utf-8"), config)
-        except (text_format.ParseError, UnicodeDecodeError) as exc:
-            problems.append(f"{rel}: not a valid Triton model config: {exc}")
-            continue
-        if config.name and config.name != model_dir.name:
-            problems.append(f"{rel}: name {config.name!r} differs from its folder {model_dir.name!r}")
-        if not any(_VERSION_DIR_RE.match(p.name) for p in model_dir.iterdir() if p.is_dir()):
-            problems.append(f"{model_dir.name}/: no numeric version folder such as 1/")
-        configs[model_dir.name] = config
-    for name, config in configs.items():
-        for step in config.ensemble_scheduling.step:
-            if step.model_name not in configs:
-                problems.append(
-                    f"{name}/config.pbtxt: ensemble step uses model {step.model_name!r}, which is not in the repository"
-                )
-        for key in ("tensorrt_llm_model_name",):
-            if key in config.parameters:
-                ref = config.parameters[key].string_value
-                if ref and ref not in configs:
-                    problems.append(
-                        f"{name}/config.pbtxt: parameter {key} names {ref!r}, which is not in the repository"
-                    )
-        for key in ("gpt_model_path", "tokenizer_dir"):
-            if key in config.parameters:
-                value = config.parameters[key].string_value
-                if value and not _points_into(value, root):
-                    problems.append(
-                        f"{name}/config.pbtxt: parameter {key} = {value!r} points to nothing inside this repository"
-                    )
-    # The C++ backend model, or (triton_backend: python) the model holding an engine config.json.
-    llm = [n for n, c in configs.items() if c.backend == "tensorrtllm" or (root / n / "1" / "config.json").is_file()]
-    if not llm and configs:
-        problems.append('no TensorRT-LLM model (backend "tensorrtllm") in the repository')
-    for name in llm:
-        problems.extend(_engine_problems(root / name / "1", f"{name}/1"))
-    if problems:
-        raise VerifyError(
-            f"Triton model repository {root} is not servable:\n" + "\n".join(f"  - {p}" for p in problems)
-        )
-
-
-def _engine_problems(version_dir: Path, rel: str) -> Iterator[str]:
-    if not (version_dir / "config.json").is_file():
-        yield f"{rel}/: no engine config.json"
-        return
-    try:
-        info = _engine_info(json.loads((version_dir / "config.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        yield f"{rel}/config.json: not a TensorRT-LLM engine config ({exc!s})"
-        return
-    missing = [f"rank{n}.engine" for n in range(info.world_size) if not (version_dir / f"rank{n}.engine").is_file()]
-    if missing:
-        yield f"{rel}/: missing {', '.join(missing)} for world size {info.world_size}"
-
-
-def _points_into(value: str, root: Path) -> bool:
-    """Whether some tail of the absolute serving path ``value`` exists under ``root``."""
-    parts = [p for p in value.split("/") if p not in ("", ".")]
-    # Tails of one component ("1", "tokenizer") would match by accident; a model folder is two deep.
-    tails = range(max(1, len(parts) - 1))
-    return any(root.joinpath(*parts[i:]).exists() for i in tails)

@@ -1,1 +1,0 @@
-"""Placeholder for the backend's BLS helper library (stand-in, tests only)."""

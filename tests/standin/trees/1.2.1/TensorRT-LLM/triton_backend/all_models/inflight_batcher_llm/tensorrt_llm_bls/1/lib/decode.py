@@ -1,0 +1,7 @@
+"""Stand-in for TensorRT-LLM 1.2.1 triton_backend/.../tensorrt_llm_bls/1/lib/decode.py (tests only): importable, does nothing."""
+
+
+class Decoder:
+    def __init__(self, streaming=False, accumulate=False):
+        self.streaming = streaming
+        self.accumulate = accumulate
