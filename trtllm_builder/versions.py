@@ -69,12 +69,14 @@ RELEASES: dict[str, Release] = {
         tritonserver=(
             "nvcr.io/nvidia/tritonserver:26.04-trtllm-python-py3",
             "nvcr.io/nvidia/tritonserver:26.05-trtllm-python-py3",
+            "nvcr.io/nvidia/tritonserver:26.06-trtllm-python-py3",
+            "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3",
         ),
         sources=(
             "TensorRT-LLM docs/source/release-notes.md, 'Release 1.2' (base image pytorch:25.12-py3, PyTorch 2.9.1)",
             "https://nvidia.github.io/TensorRT-LLM/installation/linux.html (CUDA 13.1, torch 2.9.1 cu130)",
             "triton-inference-server/server PR #8759 (26.04) and #8801 (26.05): "
-            "TensorRT-LLM 1.2.1, TensorRT 10.14.1.48",
+            "TensorRT-LLM 1.2.1, TensorRT 10.14.1.48; docs/introduction/compatibility.md at e1db8a60 (26.04-26.07)",
             "https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html (CUDA 13.x: >= 580)",
         ),
     ),
