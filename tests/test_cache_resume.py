@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import CliRun, assert_processes_gone, start_hanging_build
 from test_pipeline_e2e import project_config, standin_calls, unpack
 
@@ -166,3 +168,98 @@ def test_lru_eviction_keeps_the_cache_bounded(run_cli: CliRun, tmp_path: Path, t
 def test_bad_cache_size(run_cli: CliRun, tmp_path: Path) -> None:
     res = run_cli("build", "x.yaml", "--cache-max-size", "lots")
     assert res.returncode == 2 and "is not a size" in res.stderr
+
+
+# --- damaged entries: verified on reuse, discarded and rebuilt (issue #14, item 4) -------------------
+
+
+def entry_of(tmp_path: Path, step: str) -> Path:
+    """The cached output folder of ``step`` (its only entry)."""
+    (entry,) = [e for e in cache_entries(tmp_path) if json.loads((e / "meta.json").read_text())["step"] == step]
+    return entry / "output"
+
+
+def inspect_ok(run_cli: CliRun, archive: Path) -> None:
+    res = run_cli("inspect", str(archive))
+    assert "integrity: ok" in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize(
+    ("step", "damage", "what"),
+    [
+        ("build", lambda out: (out / "rank0.engine").write_bytes(b"x" * 100), "rank0.engine has 100 bytes"),
+        ("build", lambda out: (out / "rank1.engine").unlink(), "rank1.engine is missing"),
+        (
+            "build",
+            lambda out: (out / "config.json").write_text((out / "config.json").read_text().replace("4", "5")),
+            "config.json's sha256 is",
+        ),
+        ("convert", lambda out: (out / "config.json").write_text("{}"), "config.json has 2 bytes"),
+    ],
+    ids=["truncated-engine", "deleted-rank", "edited-engine-config", "edited-checkpoint-config"],
+)
+def test_damaged_entry_is_discarded_and_the_step_rerun(
+    run_cli: CliRun,
+    tmp_path: Path,
+    tiny_model: Callable[..., Path],
+    step: str,
+    damage: Callable[[Path], object],
+    what: str,
+) -> None:
+    model = tiny_model("llama")
+    cfg = project_config(tmp_path, model, "llama", tp=2)
+    assert run_cli("build", str(cfg), "-o", str(tmp_path / "a.tar.gz")).returncode == 0
+    damage(entry_of(tmp_path, step))
+    if step == "convert":  # the engine is intact, so a repeat build never reads the checkpoint: change the build
+        cfg = project_config(tmp_path, model, "llama", tp=2, build_args=", max_beam_width: 2", name="c2.yaml")
+    res = run_cli("build", str(cfg), "-o", str(tmp_path / "b.tar.gz"))
+    assert res.returncode == 0, res.stderr
+    assert f"[{step}] step cache entry" in res.stderr and what in res.stderr
+    assert f"discarded; running `{step}` again" in res.stderr
+    assert ran(tmp_path).count("convert_checkpoint.py" if step == "convert" else "trtllm-build") == 2
+    inspect_ok(run_cli, tmp_path / "b.tar.gz")
+    manifest = manifest_of(tmp_path / "b.tar.gz")
+    assert {f["path"]: f["size"] for f in manifest["files"]}["rank0.engine"] == 65536
+    # the rebuilt entry is sound: a third build reuses it, verified
+    res = run_cli("build", str(cfg), "-o", str(tmp_path / "c.tar.gz"))
+    assert res.returncode == 0 and "is damaged" not in res.stderr
+    assert "reused from the step cache" in res.stderr and "; verified)" in res.stderr
+
+
+def test_unread_entries_are_not_hashed_and_missing_ones_skipped(
+    run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
+    """With the engine cached, the checkpoint is read by nothing: a repeat build neither verifies it nor,
+    when it is gone (dropped to save disk, evicted), runs `convert` again."""
+    cfg = project_config(tmp_path, tiny_model("llama"), "llama")
+    assert run_cli("build", str(cfg), "-o", str(tmp_path / "a.tar.gz")).returncode == 0
+    (entry_of(tmp_path, "convert") / "config.json").write_text("{}")  # damaged, but never read
+    res = run_cli("build", str(cfg), "-o", str(tmp_path / "b.tar.gz"))
+    assert res.returncode == 0, res.stderr
+    assert "is damaged" not in res.stderr and "not verified, since no step that runs reads it" in res.stderr
+    shutil.rmtree(entry_of(tmp_path, "convert").parent)
+    res = run_cli("build", str(cfg), "-o", str(tmp_path / "c.tar.gz"))
+    assert res.returncode == 0, res.stderr
+    assert "<== convert: skipped: not in the step cache, and no step that runs needs its output" in res.stderr
+    assert ran(tmp_path) == ["convert_checkpoint.py", "trtllm-build"]
+    steps = manifest_of(tmp_path / "c.tar.gz")["steps"]
+    assert [(s["name"], s["skipped"], s["cached"], s["exit_code"]) for s in steps] == [
+        ("convert", True, False, None),
+        ("build", False, True, 0),
+    ]
+    inspect_ok(run_cli, tmp_path / "c.tar.gz")
+
+
+def test_old_entry_without_checksums_is_rebuilt(
+    run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
+    cfg = project_config(tmp_path, tiny_model("llama"), "llama")
+    assert run_cli("build", str(cfg), "-o", str(tmp_path / "a.tar.gz")).returncode == 0
+    meta_path = entry_of(tmp_path, "build").parent / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["files"]  # as the step cache of an earlier trtllm-builder wrote it
+    meta_path.write_text(json.dumps(meta))
+    res = run_cli("build", str(cfg), "-o", str(tmp_path / "b.tar.gz"))
+    assert res.returncode == 0, res.stderr
+    assert "it has no checksums (written by an older trtllm-builder)" in res.stderr
+    assert ran(tmp_path) == ["convert_checkpoint.py", "trtllm-build", "trtllm-build"]
