@@ -263,3 +263,62 @@ def test_old_entry_without_checksums_is_rebuilt(
     assert res.returncode == 0, res.stderr
     assert "it has no checksums (written by an older trtllm-builder)" in res.stderr
     assert ran(tmp_path) == ["convert_checkpoint.py", "trtllm-build", "trtllm-build"]
+
+
+# --- disk within budget (issue #15): keep only what resume needs when everything does not fit --------
+
+
+def model_bytes(model: Path) -> int:
+    return sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
+
+
+def test_tight_disk_keeps_only_what_resume_needs(
+    run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
+    """Keeping checkpoint + engine + archive (3x the local model) does not fit a 2.5x budget, keeping
+    the engine and the archive (2x) does: the checkpoint is dropped once the engine is verified."""
+    model = tiny_model("llama")
+    cfg = project_config(tmp_path, model, "llama")
+    budget = str(int(2.5 * model_bytes(model)))
+    res = run_cli("build", str(cfg), "-o", str(tmp_path / "a.tar.gz"), "--disk-budget", budget)
+    assert res.returncode == 0, res.stderr
+    assert "disk: keeping every step's output in the step cache would take about" in res.stderr
+    assert "more than the disk budget" in res.stderr and "keeps only what resume needs" in res.stderr
+    dropped = [line for line in res.stderr.splitlines() if line.startswith("[convert] dropped its cached checkpoint")]
+    assert len(dropped) == 1 and "no later step reads it" in dropped[0], res.stderr
+    assert [json.loads((e / "meta.json").read_text())["step"] for e in cache_entries(tmp_path)] == ["build"]
+    inspect_ok(run_cli, tmp_path / "a.tar.gz")
+    # the repeat build needs nothing it dropped: the engine comes from the cache, convert is skipped
+    res = run_cli("build", str(cfg), "-o", str(tmp_path / "b.tar.gz"), "--disk-budget", budget)
+    assert res.returncode == 0, res.stderr
+    assert "<== convert: skipped" in res.stderr and "reused from the step cache" in res.stderr
+    assert ran(tmp_path) == ["convert_checkpoint.py", "trtllm-build"]
+    # with room again, nothing is dropped
+    res = run_cli("build", str(project_config(tmp_path, model, "llama", tp=2, name="c2.yaml")), "-o",
+                  str(tmp_path / "c.tar.gz"))  # fmt: skip
+    assert res.returncode == 0 and "dropped its cached" not in res.stderr and "disk:" not in res.stderr
+
+
+def test_tight_disk_still_resumes_a_failed_build(
+    run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
+    model = tiny_model("llama")
+    cfg = project_config(tmp_path, model, "llama")
+    budget = str(int(2.5 * model_bytes(model)))
+    res = run_cli("build", str(cfg), "--disk-budget", budget, env={"STANDIN_FAIL": "trtllm-build"})
+    assert res.returncode == 1 and "dropped its cached" not in res.stderr  # the checkpoint is what resume needs
+    res = run_cli("build", str(cfg), "-o", str(tmp_path / "e.tar.gz"), "--disk-budget", budget)
+    assert res.returncode == 0, res.stderr
+    assert ran(tmp_path) == ["convert_checkpoint.py", "trtllm-build", "trtllm-build"]
+    assert "[convert] dropped its cached checkpoint" in res.stderr
+
+
+def test_budget_too_small_for_any_mode_fails_before_a_step(
+    run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
+    model = tiny_model("llama")
+    cfg = project_config(tmp_path, model, "llama")
+    res = run_cli("build", str(cfg), "--disk-budget", str(int(1.5 * model_bytes(model))))
+    assert res.returncode == 2
+    assert "more than the disk budget" in res.stderr and "nothing was downloaded or built" in res.stderr
+    assert ran(tmp_path) == []

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, disk
 from .argv import display, redact
 from .config import BuildConfig, load_config
 from .configsource import read_config_text
-from .errors import OutputError, SetupError
+from .errors import OutputError, PreflightError, SetupError
 from .gpu import GpuInfo, detect_gpus
 from .layout import Found, describe_dir, inspect_dir, locate
 from .package import sha256_file, write_archive
@@ -62,6 +62,7 @@ class BuildOptions:
     keep_work_dir: bool = False
     step_cache: bool = True  # reuse and resume finished steps (see stepcache.py)
     cache_max_bytes: int | None = None  # LRU bound of the step cache
+    disk_budget: int | None = None  # most disk the build may add; default $TRTLLM_BUILDER_DISK_BUDGET
     backend_dir: Path | None = None  # Triton templates (output.format triton)
     upload: str | None = None  # s3://bucket/prefix; overrides output.upload
     s3_credentials: S3Credentials | None = None  # None: boto3's default chain
@@ -264,7 +265,10 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
     for note in plan.notes:
         log(f"note: {note}")
     gpus = detect_gpus()  # once per build: preflight, cache keys and the manifest agree
-    findings = check_machine(plan, cache_dir=opts.cache_dir, token=token, local_model=opts.model_dir, gpus=gpus)
+    findings = check_machine(
+        plan, cache_dir=opts.cache_dir, token=token, local_model=opts.model_dir, gpus=gpus,
+        step_cache=opts.step_cache, output=opts.output, disk_budget=opts.disk_budget,
+    )  # fmt: skip
     for finding in findings:
         log(f"preflight {finding}")
     raise_for_errors(findings)
@@ -278,6 +282,7 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
             ref = ModelRef(config.model.id, config.model.revision, config.model.tar_url)
             model = fetch_model(ref, token=token, cache_dir=opts.cache_dir, log=log)
         _link_model(work_dir, model.path)
+        lean = _disk_mode(plan, model.size_bytes, opts, work_dir, log)
         env = _step_env(opts, token)
         cache = StepCache(opts.cache_dir, max_bytes=opts.cache_max_bytes, log=log) if opts.step_cache else None
         keys = _step_keys(plan, model, opts.cache_dir, gpus) if cache else {}
@@ -304,6 +309,8 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
             records.append(record)
             if cache is None:
                 _drop_unneeded(plan, i, outputs, work_dir, log)
+            elif lean:
+                _drop_cached(plan, i, work_dir, cache, holds, log)
         if last_engine is None:
             raise OutputError("no step produced an engine; the last build step must write one")
         manifest = _manifest(config, plan, model, records, last_engine, gpus, plan.tree)
@@ -594,19 +601,64 @@ def _recorded_hashes(members: list[tuple[str, Path]], holds: Iterable[Hold]) -> 
 
 
 def _drop_unneeded(plan: Plan, done: int, outputs: Mapping[str, Path], work_dir: Path, log: Log) -> None:
-    """Without a step cache, delete outputs that no later step reads (the disk budget).
-
-    Only outputs the tool wired (injected dirs, ``{steps.<name>.output_dir}``) are tracked; a step
-    whose paths a user typed by hand may be read by anything, so it is kept.
-    """
-    later = plan.steps[done:]
-    for step in plan.steps[:done]:
-        if step.name not in outputs or step.expect in ("engine", "none"):
-            continue
-        ref = f"{{steps.{step.name}.output_dir}}"
-        needed = any(s.reads == step.name or any(ref in a for a in s.args) for s in later)
-        wired = any(s.reads == step.name or any(ref in a for a in s.args) for s in plan.steps)
-        if needed or not wired or not step.output_dir.exists():
+    """Without a step cache, delete outputs that no later step reads (see :func:`.disk.unneeded_after`)."""
+    for step in disk.unneeded_after(plan, done):
+        if step.name not in outputs or not step.output_dir.exists():
             continue
         remove_inside(work_dir, step.output_dir)
         log(f"[{step.name}] output deleted: no later step needs it (disk budget)")
+
+
+def _disk_mode(plan: Plan, model_bytes: int, opts: BuildOptions, work_dir: Path, log: Log) -> bool:
+    """Before the first step, the model on disk: does the build fit? True: keep only what resume needs.
+
+    With the step cache, every output is kept unless that does not fit the free space (or the disk
+    budget); then the cache keeps only what resume needs ("lean": an output is dropped from it once
+    the step that reads it has verified its own). Raises :class:`PreflightError` when even that does
+    not fit (the model's size may have been unknown at preflight, or the disk filled up since).
+    """
+    budget = opts.disk_budget if opts.disk_budget is not None else disk.budget_from_env()
+    places = disk.places_for(opts.cache_dir, work_dir, opts.output)
+    devices = disk.devices_of(places)
+    if opts.step_cache:
+        keep = disk.estimate(plan, model_bytes, download=False, step_cache=True, lean=False, devices=devices)
+        if disk.fits(keep, places, budget):
+            return False
+    least = disk.estimate(plan, model_bytes, download=False, step_cache=opts.step_cache, lean=True, devices=devices)
+    if short := disk.shortfalls(least, places, budget):
+        raise PreflightError(
+            f"not enough disk: at its peak the build needs about {'; '.join(short)} ({least.describe()}): "
+            "free some space, raise the disk budget, or point the work dir (--work-dir), the cache (--cache-dir) "
+            "and the archive (-o) at a larger disk"
+        )
+    if not opts.step_cache:
+        return False
+    log(
+        f"disk: keeping every step's output in the step cache would take about {disk.gib(keep.total)} at the peak "
+        f"({'; '.join(disk.shortfalls(keep, places, budget))}): the step cache keeps only what resume needs, about "
+        f"{disk.gib(least.total)} at the peak (an output is dropped from it once the step that reads it has "
+        "built and verified its own)"
+    )
+    return True
+
+
+def _drop_cached(plan: Plan, done: int, work_dir: Path, cache: StepCache, holds: dict[str, Hold], log: Log) -> None:
+    """Lean mode: drop from the step cache the outputs no later step reads (resume needs only later ones)."""
+    for step in disk.unneeded_after(plan, done):
+        held = holds.pop(step.name, None)
+        if held is None:  # not from the cache, or gone already
+            continue
+        if step.output_dir.exists() or step.output_dir.is_symlink():
+            remove_inside(work_dir, step.output_dir)
+        size = disk.gib(int(held.entry.meta.get("size", 0)))
+        what = {"checkpoint": "checkpoint", "legacy_checkpoint": "checkpoint"}.get(
+            str(held.entry.meta.get("layout")), "output"
+        )
+        if cache.drop(held.entry.key, held):
+            log(
+                f"[{step.name}] dropped its cached {what} ({size}) from the step cache: no later step reads it and "
+                f"keeping it does not fit the disk (see `disk:` above); a build that needs it again reruns "
+                f"`{step.name}`"
+            )
+        else:
+            log(f"[{step.name}] cached {what} kept: another build is using it")
