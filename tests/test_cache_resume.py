@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -322,3 +324,34 @@ def test_budget_too_small_for_any_mode_fails_before_a_step(
     assert res.returncode == 2
     assert "more than the disk budget" in res.stderr and "nothing was downloaded or built" in res.stderr
     assert ran(tmp_path) == []
+
+
+def test_hashing_a_large_output_prints_progress(tmp_path: Path) -> None:
+    """Checksumming (on store) and verifying (on reuse) a large engine takes a while: progress lines, from
+    the calling thread, as for packing. A FIFO fed slowly stands in for a file that takes seconds to read."""
+    from trtllm_builder.progress import ProgressMeter
+    from trtllm_builder.stepcache import _hash_files
+
+    fifo = tmp_path / "rank0.engine"
+    os.mkfifo(fifo)
+    chunk = os.urandom(1 << 20)
+
+    def feed() -> None:
+        with fifo.open("wb") as fh:
+            for _ in range(4):
+                fh.write(chunk)
+                fh.flush()
+                time.sleep(0.3)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    lines: list[tuple[str, threading.Thread]] = []
+    meter = ProgressMeter("verify build", 4 << 20, lambda line: lines.append((line, threading.current_thread())),
+                          interval=0.1)  # fmt: skip
+    (digest,) = _hash_files([fifo], meter)
+    writer.join()
+    assert digest == hashlib.sha256(chunk * 4).hexdigest()
+    assert {t for _, t in lines} == {threading.current_thread()}
+    texts = [line for line, _ in lines]
+    assert len(texts) >= 3 and all(t.startswith("verify build: ") for t in texts)
+    assert "(100%) in" in texts[-1]

@@ -69,7 +69,7 @@ class BuildOptions:
     log: Log = print
     metric: Metric | None = None
     env: Mapping[str, str] | None = None  # base environment of the steps (default: os.environ)
-    progress_interval: float = DEFAULT_INTERVAL_S  # seconds between pack/upload progress lines
+    progress_interval: float = DEFAULT_INTERVAL_S  # seconds between progress lines (pack, upload, checksums)
 
 
 @dataclass(frozen=True)
@@ -284,7 +284,11 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
         _link_model(work_dir, model.path)
         lean = _disk_mode(plan, model.size_bytes, opts, work_dir, log)
         env = _step_env(opts, token)
-        cache = StepCache(opts.cache_dir, max_bytes=opts.cache_max_bytes, log=log) if opts.step_cache else None
+        cache = (
+            StepCache(opts.cache_dir, max_bytes=opts.cache_max_bytes, log=log, progress_interval=opts.progress_interval)
+            if opts.step_cache
+            else None
+        )
         keys = _step_keys(plan, model, opts.cache_dir, gpus) if cache else {}
         outputs: dict[str, Path] = {}
         records: list[StepRecord] = []

@@ -29,13 +29,14 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import ConfigError
 from .package import sha256_file
+from .progress import DEFAULT_INTERVAL_S, ProgressMeter
 
 __all__ = [
     "CACHE_MAX_SIZE_ENV",
@@ -77,6 +78,7 @@ def cache_bound_from_env() -> int | None:
         raise ConfigError(f"${CACHE_MAX_SIZE_ENV}: {exc}") from None
 
 
+_HASH_CHUNK = 4 << 20
 _META = "meta.json"
 _OUT = "output"
 
@@ -143,12 +145,31 @@ class Hold:
             self._fh = None
 
 
-def _hash_files(paths: Sequence[Path]) -> list[str]:
-    """sha256 of each file, a few at a time (hashlib and reads release the GIL)."""
-    if len(paths) <= 1:
-        return [sha256_file(p) for p in paths]
+def _hash_files(paths: Sequence[Path], meter: ProgressMeter | None = None) -> list[str]:
+    """sha256 of each file, a few at a time (hashlib and reads release the GIL).
+
+    ``meter`` counts the bytes; the calling thread ticks it while the helper threads hash.
+    """
+
+    def one(path: Path) -> str:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(_HASH_CHUNK):
+                h.update(chunk)
+                if meter is not None:
+                    meter.add(len(chunk))
+        return h.hexdigest()
+
+    if not paths:
+        return []
     with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1, 8)) as pool:
-        return list(pool.map(sha256_file, paths))
+        futures = [pool.submit(one, p) for p in paths]
+        printed = False
+        while wait(futures, timeout=0.2).not_done:
+            printed = (meter is not None and meter.tick()) or printed
+        if meter is not None and printed:  # a closing line only when the work was long enough to show
+            meter.finish()
+        return [f.result() for f in futures]
 
 
 def _listing(root: Path) -> tuple[dict[str, Path], dict[str, str]]:
@@ -167,11 +188,11 @@ def _listing(root: Path) -> tuple[dict[str, Path], dict[str, str]]:
     return files, links
 
 
-def record_files(root: Path) -> dict[str, Any]:
+def record_files(root: Path, meter: ProgressMeter | None = None) -> dict[str, Any]:
     """What :meth:`StepCache.verify` checks later: each file's size and sha256, each link's target."""
     files, links = _listing(root)
     names = sorted(files)
-    digests = _hash_files([files[n] for n in names])
+    digests = _hash_files([files[n] for n in names], meter)
     return {
         "files": {n: {"size": files[n].stat().st_size, "sha256": d} for n, d in zip(names, digests, strict=True)},
         "links": links,
@@ -190,10 +211,21 @@ def _du(path: Path) -> int:
 class StepCache:
     """Step outputs under ``root/steps/<key>/{output,meta.json}``."""
 
-    def __init__(self, root: Path, *, max_bytes: int | None = None, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_bytes: int | None = None,
+        log: Callable[[str], object] = print,
+        progress_interval: float = DEFAULT_INTERVAL_S,
+    ) -> None:
         self.root = root / "steps"
         self.max_bytes = max_bytes
         self.log = log
+        self.progress_interval = progress_interval  # hashing a large output prints progress lines
+
+    def _meter(self, phase: str, total: int) -> ProgressMeter:
+        return ProgressMeter(phase, total, self.log, interval=self.progress_interval)
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
@@ -235,7 +267,8 @@ class StepCache:
         if problems:
             return problems
         names = sorted(files)
-        for name, digest in zip(names, _hash_files([files[n] for n in names]), strict=True):
+        meter = self._meter(f"verify {entry.meta.get('step', '?')}", sum(p.stat().st_size for p in files.values()))
+        for name, digest in zip(names, _hash_files([files[n] for n in names], meter), strict=True):
             want = str(record[name].get("sha256"))
             if digest != want:
                 problems.append(f"{name}'s sha256 is {digest[:12]}..., {want[:12]}... when the step finished")
@@ -294,7 +327,7 @@ class StepCache:
                 shutil.rmtree(output)
             meta = {
                 **meta,
-                **record_files(tmp / _OUT),
+                **record_files(tmp / _OUT, self._meter(f"checksum {meta.get('step', '?')}", _du(tmp / _OUT))),
                 "size": _du(tmp / _OUT),
                 "created": time.time(),
                 "last_used": time.time(),
