@@ -355,3 +355,35 @@ def test_hashing_a_large_output_prints_progress(tmp_path: Path) -> None:
     texts = [line for line, _ in lines]
     assert len(texts) >= 3 and all(t.startswith("verify build: ") for t in texts)
     assert "(100%) in" in texts[-1]
+
+
+def test_entry_changed_after_its_verification_is_not_packed(
+    standin_env: dict[str, str], tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
+    """The packer checks each engine file's sha256 against the entry's record: an engine overwritten
+    between the reuse check and packing (here: by the log callback, right after the reuse line) fails
+    the build instead of being packed as verified."""
+    from trtllm_builder.errors import PackagingError
+    from trtllm_builder.pipeline import BuildOptions, build, prepare
+
+    cfg = project_config(tmp_path, tiny_model("llama"), "llama")
+    config, plan = prepare(cfg, work_dir=tmp_path / "w")
+    cache = tmp_path / "cache"
+    build(config, plan, BuildOptions(output=tmp_path / "a.tar.gz", cache_dir=cache, log=lambda _: None))
+
+    def tamper(line: str) -> None:
+        if line.startswith("<== build: reused from the step cache") and "; verified)" in line:
+            engine = entry_of(tmp_path, "build") / "rank0.engine"
+            data = bytearray(engine.read_bytes())
+            data[-1] ^= 0xFF  # same size, other bytes
+            engine.write_bytes(bytes(data))
+
+    with pytest.raises(PackagingError) as err:
+        build(config, plan, BuildOptions(output=tmp_path / "b.tar.gz", cache_dir=cache, log=tamper))
+    assert "rank0.engine" in str(err.value) and "no longer matches the step cache record of `build`" in str(err.value)
+    assert not (tmp_path / "b.tar.gz").exists()
+    # the next build finds the entry damaged, discards it and builds the engine again
+    lines: list[str] = []
+    build(config, plan, BuildOptions(output=tmp_path / "c.tar.gz", cache_dir=cache, log=lines.append))
+    assert any("is damaged" in line and "rank0.engine's sha256" in line for line in lines)
+    assert ran(tmp_path).count("trtllm-build") == 2
