@@ -33,18 +33,17 @@ import collections
 import hashlib
 import math
 import os
-import re
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from .errors import ConfigError, UploadError
+from .errors import UploadError
 from .package import ArchiveFile, archive_size_bound, write_archive
 from .progress import DEFAULT_INTERVAL_S, ProgressMeter
+from .s3 import Failed, Retrier, S3Credentials, Transient, abort_multipart, make_client, parse_s3_url, redact
 
 __all__ = [
     "MIN_PART_SIZE",
@@ -58,56 +57,9 @@ __all__ = [
 
 MIN_PART_SIZE = 8 * 1024 * 1024
 WORKERS = 4  # parts in flight at once
-_MAX_PARTS = 10_000  # S3's limit
 _CHUNK = 1024 * 1024
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_USERINFO_RE = re.compile(r"//[^/@\s]*@")
-# Error codes worth another try; anything else (AccessDenied, NoSuchBucket, ...) is final.
-_TRANSIENT_CODES = frozenset(
-    {
-        "RequestTimeout",
-        "RequestTimeTooSkewed",
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "InternalError",
-        "ServiceUnavailable",
-        "BadDigest",
-        "XAmzContentSHA256Mismatch",
-        "InvalidDigest",
-    }
-)
-
-T = TypeVar("T")
+_MAX_PARTS = 10_000  # S3's limit
 Log = Callable[[str], object]
-
-
-@dataclass(frozen=True)
-class S3Credentials:
-    """Explicit S3 credentials. ``None`` fields fall back to boto3's usual sources."""
-
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
-    region: str | None = None
-    endpoint_url: str | None = None
-
-    def __repr__(self) -> str:
-        def hidden(value: str | None) -> str:
-            return "None" if value is None else "'***'"
-
-        return (
-            f"S3Credentials(access_key_id={hidden(self.access_key_id)}, "
-            f"secret_access_key={hidden(self.secret_access_key)}, session_token={hidden(self.session_token)}, "
-            f"region={self.region!r}, endpoint_url={_safe_endpoint(self.endpoint_url)!r})"
-        )
-
-    __str__ = __repr__
-
-    def secrets(self) -> list[str]:
-        """Values that must never appear in a log line or an error message."""
-        return [s for s in (self.access_key_id, self.secret_access_key, self.session_token) if s]
 
 
 @dataclass(frozen=True)
@@ -120,37 +72,6 @@ class UploadResult:
     sha256: str
     etag: str
     checksum_url: str
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """Split ``s3://bucket[/prefix]`` into ``(bucket, prefix)``.
-
-    The prefix is a folder: it comes back empty or ending in ``/``, so the object key
-    is ``prefix + archive file name``.
-    """
-    if isinstance(url, str) and "@" in url:
-        # Never echo it back: the text around "@" may be credentials (s3://key:secret@bucket).
-        raise ConfigError(
-            "upload URL must not contain `@` (credentials in a URL are refused and never logged); "
-            "use s3://bucket/prefix and pass credentials separately"
-        )
-    if not isinstance(url, str) or not url.startswith("s3://"):
-        raise ConfigError(f"upload URL must look like s3://bucket/prefix; got {url!r}")
-    rest = url[len("s3://") :]
-    bucket, _, prefix = rest.partition("/")
-    if "?" in url or "#" in url:
-        raise ConfigError(f"upload URL {url!r} must not have a query or fragment; use s3://bucket/prefix")
-    if not _BUCKET_RE.match(bucket) or ".." in bucket:
-        raise ConfigError(
-            f"upload URL {url!r}: `{bucket}` is not a valid S3 bucket name "
-            "(3-63 lowercase letters, digits, dots or hyphens)"
-        )
-    if prefix:
-        segments = prefix.rstrip("/").split("/")
-        if any(s in ("", ".", "..") for s in segments) or any(ord(c) < 32 for c in prefix):
-            raise ConfigError(f"upload URL {url!r}: the prefix has an empty, `.` or `..` segment or control characters")
-        prefix = prefix.rstrip("/") + "/"
-    return bucket, prefix
 
 
 def pack_and_upload(
@@ -257,7 +178,7 @@ class ArchiveUpload:
         self._workers = max(1, workers)
         self._verify_by_download = verify_by_download
         self._notes: collections.deque[str] = collections.deque()
-        self._run = _Retrier(retries=retries, backoff_s=backoff_s, log=self._notes.append, secrets=self._secrets)
+        self._run = Retrier(retries=retries, backoff_s=backoff_s, log=self._notes.append, secrets=self._secrets)
         self._meter = ProgressMeter("upload", size_hint, log, interval=interval)
         self._cond = threading.Condition()
         self._path: Path | None = None
@@ -281,7 +202,7 @@ class ArchiveUpload:
     def start(self) -> None:
         """Set up the client (a malformed endpoint fails here) and start the upload's thread."""
         try:
-            self._client = _client(self._credentials, max_pool=self._workers + 2)
+            self._client = make_client(self._credentials, max_pool=self._workers + 2)
         except ValueError as exc:  # botocore raises ValueError for a malformed endpoint URL or region
             raise self.error(f"cannot set up the S3 client: {exc}", self._path) from None
         self._log(
@@ -352,17 +273,17 @@ class ArchiveUpload:
     def error(self, reason: str, path: Path | None) -> UploadError:
         """The error for a failed upload of ``path`` (redacted; it names where the archive is kept)."""
         kept = f"; the local archive is kept at {path}" if path is not None else ""
-        return UploadError(_redact(f"upload to {self.target} failed: {reason}{kept}", self._secrets))
+        return UploadError(redact(f"upload to {self.target} failed: {reason}{kept}", self._secrets))
 
     def _main(self) -> None:
         try:
             self._upload()
-        except _Failed as exc:
+        except Failed as exc:
             self._error = str(exc)
         except OSError as exc:  # reading the local file
             self._error = f"cannot read the local archive ({exc.strerror or exc})"
         except BaseException as exc:  # never lost silently: finish() raises it as an UploadError
-            self._error = _redact(f"{type(exc).__name__}: {exc}", self._secrets)
+            self._error = redact(f"{type(exc).__name__}: {exc}", self._secrets)
         finally:
             with self._cond:
                 fd, self._fd = self._fd, None
@@ -370,7 +291,7 @@ class ArchiveUpload:
                 os.close(fd)
         if self._error is not None:
             self._failed.set()
-            self._notes.append(_redact(f"upload to {self.target} failed: {self._error}", self._secrets))
+            self._notes.append(redact(f"upload to {self.target} failed: {self._error}", self._secrets))
             self._abort()
 
     def _abort(self) -> None:
@@ -379,7 +300,7 @@ class ArchiveUpload:
             if upload_id is None or self._aborted:
                 return
             self._aborted = True
-        _abort(self._client, self.bucket, self.key, upload_id, self._notes.append)
+        abort_multipart(self._client, self.bucket, self.key, upload_id, self._notes.append)
 
     def _upload(self) -> None:
         client, run = self._client, self._run
@@ -452,11 +373,11 @@ class ArchiveUpload:
                 fd, length = nxt
                 data = os.pread(fd, length, offset)
                 if len(data) != length:
-                    raise _Failed("the local archive shrank while it was being uploaded")
+                    raise Failed("the local archive shrank while it was being uploaded")
                 whole.update(data)
                 number = len(futures) + 1
                 if number > _MAX_PARTS:
-                    raise _Failed(f"the archive needs more than {_MAX_PARTS} parts of {_mib(self._part)}")
+                    raise Failed(f"the archive needs more than {_MAX_PARTS} parts of {_mib(self._part)}")
                 if not self._wait_for_slot(slots):
                     break
                 future = pool.submit(self._send_part, upload_id, number, data)
@@ -469,7 +390,7 @@ class ArchiveUpload:
         if self._stop or self._failed.is_set() or self._final is None:
             return None
         if offset != self._final:
-            raise _Failed(f"sent {offset} bytes, but the archive has {self._final}")
+            raise Failed(f"sent {offset} bytes, but the archive has {self._final}")
         results = [f.result() for f in futures]
         return [r[0] for r in results], [r[1] for r in results], offset, whole.hexdigest()
 
@@ -500,7 +421,7 @@ class ArchiveUpload:
                 )
                 echoed = reply.get("ChecksumSHA256")
                 if echoed is not None and echoed != checksum:
-                    raise _Transient(f"the server computed SHA-256 {echoed} for part {number}, we sent {checksum}")
+                    raise Transient(f"the server computed SHA-256 {echoed} for part {number}, we sent {checksum}")
                 return reply
 
             reply = self._run(f"upload part {number}", send)
@@ -513,42 +434,9 @@ class ArchiveUpload:
         return {"PartNumber": number, "ETag": reply["ETag"], "ChecksumSHA256": checksum}, digest
 
 
-class _Failed(Exception):
-    """A request failed for good (message already redacted)."""
-
-
-class _Retrier:
-    def __init__(self, *, retries: int, backoff_s: float, log: Log, secrets: list[str]) -> None:
-        self.retries = max(0, retries)
-        self.backoff_s = backoff_s
-        self.log = log
-        self.secrets = secrets
-
-    def __call__(self, what: str, call: Callable[[], T]) -> T:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        attempt = 0
-        while True:
-            try:
-                return call()
-            except (ClientError, BotoCoreError, _Transient) as exc:
-                reason = _redact(_describe_error(exc), self.secrets)
-                if not _is_transient(exc) or attempt >= self.retries:
-                    tries = f" after {attempt + 1} attempts" if attempt else ""
-                    raise _Failed(f"could not {what}{tries}: {reason}") from None
-                delay = min(self.backoff_s * 2**attempt, 30.0)
-                attempt += 1
-                self.log(f"could not {what} ({reason}); retry {attempt}/{self.retries} in {delay:.1f}s")
-                time.sleep(delay)
-
-
-class _Transient(Exception):
-    """A retryable problem we detected ourselves (a part checksum the server disagrees with)."""
-
-
 def _verify(
     client: Any,
-    run: _Retrier,
+    run: Retrier,
     bucket: str,
     key: str,
     size: int,
@@ -561,7 +449,7 @@ def _verify(
     head = run("check the uploaded object", lambda: client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED"))
     remote_size = head.get("ContentLength")
     if remote_size != size:
-        raise _Failed(f"the uploaded object has {remote_size} bytes, the local archive {size}")
+        raise Failed(f"the uploaded object has {remote_size} bytes, the local archive {size}")
     reported = head.get("ChecksumSHA256")
     expected = base64.b64encode(composite).decode()
     if reported is not None:
@@ -569,13 +457,13 @@ def _verify(
         # moto leaves out the "-<parts>" suffix. Both forms name the same composite.
         value, _, suffix = str(reported).partition("-")
         if value != expected or (suffix and suffix != str(parts)):
-            raise _Failed(f"the store reports checksum {reported}, the uploaded parts give {expected}-{parts}")
+            raise Failed(f"the store reports checksum {reported}, the uploaded parts give {expected}-{parts}")
         log("verified: size and composite SHA-256 checksum match")
     if reported is None or by_download:
         # Some S3-compatible stores report no checksum: hash the object as it streams back.
         digest = run("read the object back", lambda: _remote_sha256(client, bucket, key))
         if digest != sha256:
-            raise _Failed(f"the object read back has sha256 {digest}, the local archive {sha256}")
+            raise Failed(f"the object read back has sha256 {digest}, the local archive {sha256}")
         log("verified: the object read back has the local archive's sha256")
 
 
@@ -588,88 +476,6 @@ def _remote_sha256(client: Any, bucket: str, key: str) -> str:
     finally:
         body.close()
     return digest.hexdigest()
-
-
-def _abort(client: Any, bucket: str, key: str, upload_id: str, log: Log) -> None:
-    """Best effort: leave no orphaned parts behind (they cost money) once we give up."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-    except (ClientError, BotoCoreError):
-        log(f"could not abort the multipart upload {upload_id}; remove its parts with abort-multipart-upload")
-
-
-def _client(credentials: S3Credentials | None, *, max_pool: int = 10) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    creds = credentials or S3Credentials()
-    endpoint = creds.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    config = Config(
-        retries={"mode": "standard", "max_attempts": 1},  # retries are ours, per part
-        connect_timeout=10,
-        max_pool_connections=max(10, max_pool),
-        read_timeout=120,
-        # Every request that carries data also carries its SHA-256 checksum header, which is signed
-        # and which the store verifies: hashing the body once more for the signature (what botocore
-        # does on http:// endpoints) adds a third pass over the archive and buys nothing.
-        s3={"payload_signing_enabled": False},
-    )
-    return boto3.client(
-        "s3",
-        aws_access_key_id=creds.access_key_id,
-        aws_secret_access_key=creds.secret_access_key,
-        aws_session_token=creds.session_token,
-        region_name=creds.region,
-        endpoint_url=endpoint or None,
-        config=config,
-    )
-
-
-def _is_transient(exc: BaseException) -> bool:
-    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
-
-    if isinstance(exc, _Transient | ConnectionError | HTTPClientError):
-        return True
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return error.get("Code") in _TRANSIENT_CODES or status >= 500 or status == 429
-    return False
-
-
-def _describe_error(exc: BaseException) -> str:
-    from botocore.exceptions import ClientError, NoCredentialsError
-
-    if isinstance(exc, NoCredentialsError):
-        return "no S3 credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or pass credentials"
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code, message = error.get("Code", "?"), error.get("Message", "")
-        hint = {
-            "NoSuchBucket": "; create the bucket or fix the upload URL",
-            "AccessDenied": "; the credentials may not write to this bucket",
-            "InvalidAccessKeyId": "; check the access key",
-            "SignatureDoesNotMatch": "; check the secret key",
-        }.get(str(code), "")
-        return f"{code}: {message}{hint}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _redact(text: str, secrets: list[str]) -> str:
-    # Longest first, so a secret containing another is hidden whole. Values under 4
-    # characters are not credentials and would shred every word they occur in.
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return _USERINFO_RE.sub("//***@", text)  # credentials inside an endpoint URL
-
-
-def _safe_endpoint(endpoint: str | None) -> str | None:
-    if endpoint is None:
-        return None
-    return _USERINFO_RE.sub("//***@", endpoint)
 
 
 def _part_size(size: int, requested: int | None) -> int:
