@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -239,8 +238,12 @@ def test_unread_entries_are_not_hashed_and_missing_ones_skipped(
     res = run_cli("build", str(cfg), "-o", str(tmp_path / "b.tar.gz"))
     assert res.returncode == 0, res.stderr
     assert "is damaged" not in res.stderr and "not verified, since no step that runs reads it" in res.stderr
-    shutil.rmtree(entry_of(tmp_path, "convert").parent)
-    res = run_cli("build", str(cfg), "-o", str(tmp_path / "c.tar.gz"))
+    (entry_of(tmp_path, "convert") / "rank0.safetensors").unlink()  # no checkpoint at all any more
+    res = run_cli("build", str(cfg), "-o", str(tmp_path / "b2.tar.gz"))
+    assert res.returncode == 0, res.stderr
+    assert "[convert] step cache entry" in res.stderr
+    assert "discarded; no step that runs needs it, so it is skipped" in res.stderr
+    res = run_cli("build", str(cfg), "-o", str(tmp_path / "c.tar.gz"))  # the entry is gone
     assert res.returncode == 0, res.stderr
     assert "<== convert: skipped: not in the step cache, and no step that runs needs its output" in res.stderr
     assert ran(tmp_path) == ["convert_checkpoint.py", "trtllm-build"]

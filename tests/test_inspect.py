@@ -467,3 +467,16 @@ def test_damaged_gzip_is_unreadable(tmp_path: Path) -> None:
     assert subprocess.run(["tar", "-xzf", str(bad), "-C", str(tmp_path)], capture_output=True).returncode != 0
     with pytest.raises(VerifyError, match="truncated or not an archive"):
         inspect_archive(bad, gpus=[])
+
+
+def test_sparse_members_stop_the_reading(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("rank0.engine")
+        info.size = 4
+        info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "4096"}
+        tar.addfile(info, io.BytesIO(b"data"))
+    archive = tmp_path / "sparse.tar.gz"
+    archive.write_bytes(gzip.compress(buf.getvalue()))
+    report = inspect_ok_machine(archive)
+    assert not report.intact and "'rank0.engine': a sparse file" in format_report(report)

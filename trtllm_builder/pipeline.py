@@ -405,9 +405,12 @@ def _run_or_reuse(
     return found, record
 
 
-def _discard(cache: StepCache, step: PlannedStep, hit: CachedStep, problems: list[str], log: Log) -> None:
+def _discard(
+    cache: StepCache, step: PlannedStep, hit: CachedStep, problems: list[str], log: Log, *, rerun: bool = True
+) -> None:
     shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-    log(f"[{step.name}] step cache entry {hit.key[:12]} is damaged ({shown}): discarded; running `{step.name}` again")
+    then = f"running `{step.name}` again" if rerun else "no step that runs needs it, so it is skipped"
+    log(f"[{step.name}] step cache entry {hit.key[:12]} is damaged ({shown}): discarded; {then}")
     cache.discard(hit.key)
 
 
@@ -475,6 +478,10 @@ def _reuse_tail(
         return None, StepRecord(step.name, shown, None, 0.0, str(step.output_dir), None, False, skipped=True)
     holds[step.name] = cache.hold(hit, held)
     found, problems = _restore(step, hit, plan.work_dir, log, note="; verified" if mode == "verified" else _UNREAD)
+    if problems and mode == "unread":  # damaged, but nothing needs it
+        holds.pop(step.name).release()
+        _discard(cache, step, hit, problems, log, rerun=False)
+        return None, StepRecord(step.name, shown, None, 0.0, str(step.output_dir), None, False, skipped=True)
     if problems:  # a layout the record cannot explain: an entry stored by another version of the tool
         raise OutputError(
             f"step cache entry {hit.key} for `{step.name}` does not hold a valid output ({'; '.join(problems)}); "

@@ -251,9 +251,11 @@ def _walk(gz: _Gunzip, view: ArchiveView, capture: frozenset[str], capture_max: 
             except ValueError:
                 raise _Truncated("a pax size that is not a number") from None
         if any(k.startswith("GNU.sparse") for k in records) or kind == tarfile.GNUTYPE_SPARSE:
-            problems.append(f"{raw!r}: a sparse file; trtllm-builder archives hold plain files only")
-            gz.read_exact(size + (-size % BLOCK))
-            continue
+            problems.append(
+                f"{raw!r}: a sparse file (tar readers disagree on where its data ends, so reading stopped here); "
+                "trtllm-builder archives hold plain files only"
+            )
+            return
         name = _safe_name(raw.rstrip("/") if kind == tarfile.DIRTYPE else raw)
         if name is None:
             problems.append(f"unsafe member path {raw!r} (absolute or with ..): it would land outside the target dir")
