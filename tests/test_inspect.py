@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import os
 import stat
+import subprocess
 import sys
 import tarfile
 import tracemalloc
@@ -259,3 +261,222 @@ def test_trtllm_version_from_a_source_tree(tmp_path: Path) -> None:
     assert trtllm_version(tmp_path) == "0.21.0"
     assert trtllm_version(tmp_path / "missing") is None
     assert trtllm_version(None) is None  # tensorrt_llm cannot be installed on these machines
+
+
+# --------------------------------------------------------------------------- what tar -xzf extracts
+#
+# Archives crafted like the red-team's (issue #14, item 3) and variants; each is unpacked by the real
+# GNU tar, and inspect must report exactly what tar left on disk, and say the archive is not intact.
+
+
+def tar_bytes(members: list[tuple[str, bytes]], *, end: bool = True, fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    """An uncompressed tar stream; ``end=False`` leaves out the end-of-archive blocks."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    stream = buf.getvalue()
+    while not end and stream.endswith(bytes(512)):  # the test data never ends in a zero block itself
+        stream = stream[:-512]
+    return stream
+
+
+def genuine(tmp_path: Path) -> tuple[Path, bytes]:
+    """An archive written by the real packer, and its tar stream without the end-of-archive blocks."""
+    from trtllm_builder.package import write_archive as pack
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data in FILES.items():
+        (src / name).write_bytes(data)
+    archive = tmp_path / "genuine.tar.gz"
+    manifest = manifest_for({})
+    pack([(n, src / n) for n in sorted(FILES)], archive, manifest, log=lambda _: None)
+    stream = gzip.decompress(archive.read_bytes())
+    while stream.endswith(bytes(512)):
+        stream = stream[:-512]
+    return archive, stream
+
+
+def extracted_by_tar(archive: Path, dest: Path) -> tuple[int, dict[str, tuple[str, int]]]:
+    """Unpack with the real ``tar -xzf``; (exit code, every regular file left: name -> (sha256, size))."""
+    dest.mkdir()
+    res = subprocess.run(["tar", "-xzf", str(archive), "-C", str(dest)], capture_output=True, text=True)
+    out: dict[str, tuple[str, int]] = {}
+    for path in sorted(dest.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            out[path.relative_to(dest).as_posix()] = (hashlib.sha256(data).hexdigest(), len(data))
+    return res.returncode, out
+
+
+def check_against_tar(archive: Path, tmp_path: Path) -> tuple[Any, int]:
+    report = inspect_ok_machine(archive)
+    code, on_disk = extracted_by_tar(archive, tmp_path / f"x-{archive.name}")
+    assert report.contents == on_disk
+    return report, code
+
+
+def test_packer_output_reads_as_tar_extracts_it(tmp_path: Path) -> None:
+    archive, _ = genuine(tmp_path)
+    report, code = check_against_tar(archive, tmp_path)
+    assert code == 0 and report.intact and report.gzip_members == 1 and report.problems == []
+
+
+def test_second_gzip_member_replacing_the_engine_is_caught(tmp_path: Path) -> None:
+    """The red-team's archive: genuine entries (manifest included) without end-of-archive blocks, then a
+    second gzip member with another rank0.engine and a run_me.sh."""
+    _, stream = genuine(tmp_path)
+    evil = tar_bytes([("rank0.engine", b"evil-engine" * 700), ("run_me.sh", b"#!/bin/sh\necho pwned\n")])
+    archive = tmp_path / "trick.tar.gz"
+    archive.write_bytes(gzip.compress(stream) + gzip.compress(evil))
+    with tarfile.open(archive, mode="r|gz") as tf:  # the reader inspect used before: blind to member two
+        assert "run_me.sh" not in [m.name for m in tf]
+    report, code = check_against_tar(archive, tmp_path)
+    assert code == 0  # tar unpacks it without a word
+    assert report.contents["rank0.engine"] == (hashlib.sha256(b"evil-engine" * 700).hexdigest(), 7700)
+    assert not report.intact and not report.ok
+    assert report.gzip_members == 2
+    assert [m.path for m in report.mismatched] == ["rank0.engine"]
+    assert report.unlisted == ["run_me.sh"]
+    text = format_report(report)
+    assert "the archive is 2 gzip streams joined together" in text
+    assert "rank0.engine: appears twice in the archive" in text
+    assert "run_me.sh: in the archive but not listed in manifest.json" in text
+    assert "verdict: NOT OK" in text
+
+
+def test_member_after_the_end_marker_is_not_extracted_and_still_flagged(tmp_path: Path) -> None:
+    archive, _ = genuine(tmp_path)
+    joined = tmp_path / "joined.tar.gz"
+    joined.write_bytes(archive.read_bytes() + gzip.compress(tar_bytes([("run_me.sh", b"echo hi\n")])))
+    report, code = check_against_tar(joined, tmp_path)
+    assert code == 0 and "run_me.sh" not in report.contents  # tar stops at the end-of-archive marker
+    assert not report.intact and report.gzip_members == 2
+
+
+def test_duplicate_names_in_one_member_keep_the_last(tmp_path: Path) -> None:
+    files = [*FILES.items(), ("rank1.engine", b"replaced")]
+    manifest = json.dumps(manifest_for(FILES)).encode()
+    archive = tmp_path / "dupes.tar.gz"
+    archive.write_bytes(gzip.compress(tar_bytes([*files, ("manifest.json", manifest)])))
+    report, _ = check_against_tar(archive, tmp_path)
+    assert report.contents["rank1.engine"][1] == len(b"replaced")
+    assert [m.path for m in report.mismatched] == ["rank1.engine"]
+    assert "rank1.engine: appears twice" in format_report(report)
+
+
+def test_links_are_not_files(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in [*FILES.items(), ("manifest.json", json.dumps(manifest_for(FILES)).encode())]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, kind, target in (
+            ("tokenizer.model", tarfile.SYMTYPE, "/etc/passwd"),
+            ("vocab.json", tarfile.LNKTYPE, "config.json"),
+        ):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            tar.addfile(info)
+    archive = tmp_path / "links.tar.gz"
+    archive.write_bytes(gzip.compress(buf.getvalue()))
+    report, _ = check_against_tar(archive, tmp_path)  # the hard link unpacks as a second copy of config.json...
+    text = format_report(report)
+    assert not report.intact
+    assert "tokenizer.model: a symbolic link to '/etc/passwd'" in text
+    assert "vocab.json: a hard link to 'config.json'" in text
+
+
+def test_paths_out_of_the_target_dir(tmp_path: Path) -> None:
+    members = [*FILES.items(), ("/tmp/abs.txt", b"x"), ("../up.txt", b"y"), ("a/../../up2.txt", b"z")]
+    archive = tmp_path / "escape.tar.gz"
+    archive.write_bytes(
+        gzip.compress(tar_bytes([*members, ("manifest.json", json.dumps(manifest_for(FILES)).encode())]))
+    )
+    report = inspect_ok_machine(archive)
+    code, on_disk = extracted_by_tar(archive, tmp_path / "x")
+    assert code == 2 and "up.txt" not in on_disk  # GNU tar refuses `..` members...
+    assert on_disk["tmp/abs.txt"][1] == 1  # ...but strips the leading `/` and unpacks the absolute one
+    assert {k: v for k, v in on_disk.items() if k != "tmp/abs.txt"} == report.contents
+    text = format_report(report)
+    for raw in ("/tmp/abs.txt", "../up.txt", "a/../../up2.txt"):
+        assert f"unsafe member path {raw!r}" in text
+    assert not report.intact
+
+
+def test_trailing_data_and_hidden_data(tmp_path: Path) -> None:
+    archive, stream = genuine(tmp_path)
+    garbage = tmp_path / "garbage.tar.gz"
+    garbage.write_bytes(archive.read_bytes() + b"not gzip at all")
+    report, code = check_against_tar(garbage, tmp_path)
+    assert code == 2 and not report.intact
+    assert "15 byte(s) follow the gzip data" in format_report(report)
+
+    hidden = tmp_path / "hidden.tar.gz"  # an end-of-archive marker, then more data in the same member
+    hidden.write_bytes(gzip.compress(stream + bytes(1024) + tar_bytes([("run_me.sh", b"echo hi\n")])))
+    report, code = check_against_tar(hidden, tmp_path)
+    assert code == 0 and "run_me.sh" not in report.contents
+    assert "non-zero byte(s) after the end-of-archive marker" in format_report(report)
+
+    no_end = tmp_path / "no-end.tar.gz"
+    no_end.write_bytes(gzip.compress(stream))
+    report, code = check_against_tar(no_end, tmp_path)
+    assert code == 0 and report.files_verified == 4  # tar is silent, the files are right...
+    assert not report.intact and "no end-of-archive marker" in format_report(report)  # ...but it was cut short
+
+
+def test_names_set_by_pax_and_gnu_headers_are_read_as_tar_reads_them(tmp_path: Path) -> None:
+    # a pax `path` record renames the member that follows, whatever its own header says
+    pax = io.BytesIO()
+    with tarfile.open(fileobj=pax, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("decoy.bin")
+        info.size = 4
+        info.pax_headers = {"path": "rank0.engine"}
+        tar.addfile(info, io.BytesIO(b"evil"))
+    archive = tmp_path / "pax.tar.gz"
+    archive.write_bytes(gzip.compress(pax.getvalue()))
+    report, _ = check_against_tar(archive, tmp_path)
+    assert set(report.contents) == {"rank0.engine"}
+
+    # an old-GNU header with bytes in the ustar `prefix` area: GNU tar reads them as times, Python's
+    # tarfile as a folder name, so the two readers disagree on where the file goes
+    gnu = bytearray(tar_bytes([("rank0.engine", b"evil")], fmt=tarfile.GNU_FORMAT))
+    gnu[345:349] = b"evil"
+    gnu[148:156] = b" " * 8
+    gnu[148:156] = b"%06o\0 " % sum(gnu[:512])
+    archive = tmp_path / "gnu.tar.gz"
+    archive.write_bytes(gzip.compress(bytes(gnu)))
+    with tarfile.open(archive) as tf:
+        assert tf.getnames() == ["evil/rank0.engine"]
+    report, code = check_against_tar(archive, tmp_path)
+    assert code == 0 and set(report.contents) == {"rank0.engine"}
+    assert "a header whose name tar implementations read differently" in format_report(report)
+
+
+def test_damaged_gzip_is_unreadable(tmp_path: Path) -> None:
+    archive, _ = genuine(tmp_path)
+    data = bytearray(archive.read_bytes())
+    data[-8] ^= 0xFF  # the CRC32 of the member
+    bad = tmp_path / "crc.tar.gz"
+    bad.write_bytes(bytes(data))
+    assert subprocess.run(["tar", "-xzf", str(bad), "-C", str(tmp_path)], capture_output=True).returncode != 0
+    with pytest.raises(VerifyError, match="truncated or not an archive"):
+        inspect_archive(bad, gpus=[])
+
+
+def test_sparse_members_stop_the_reading(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("rank0.engine")
+        info.size = 4
+        info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "4096"}
+        tar.addfile(info, io.BytesIO(b"data"))
+    archive = tmp_path / "sparse.tar.gz"
+    archive.write_bytes(gzip.compress(buf.getvalue()))
+    report = inspect_ok_machine(archive)
+    assert not report.intact and "'rank0.engine': a sparse file" in format_report(report)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import CliRun
 
 from trtllm_builder.errors import PackagingError
 from trtllm_builder.package import write_archive
@@ -92,3 +96,57 @@ def test_file_size_limit_leaves_no_partial_archive(tmp_path: Path) -> None:
     assert res.returncode == 3, res.stdout + res.stderr
     assert "could not write the archive" in res.stdout and "nothing was left behind" in res.stdout
     assert list(dest.parent.iterdir()) == []
+
+
+# --- progress lines (issue #13): through the CLI, and in-process with a short interval -------------
+
+
+def test_cli_prints_pack_and_upload_progress(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
+    from test_pipeline_e2e import project_config
+    from test_upload import ACCESS_KEY, SECRET_KEY, s3, start_moto, stop
+
+    proc, endpoint = start_moto()
+    try:
+        s3(endpoint).create_bucket(Bucket="engines")  # type: ignore[attr-defined]
+        cfg = project_config(tmp_path, tiny_model("llama"), "llama", tp=2)
+        env = {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_S3": endpoint, "STANDIN_ENGINE_BYTES": str(3 << 20),
+        }  # fmt: skip
+        res = run_cli("build", str(cfg), "-o", str(tmp_path / "e.tar.gz"), "--upload", "s3://engines/cli", env=env)
+    finally:
+        stop(proc)
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    assert any(re.fullmatch(r"pack: 6\.\d/6\.\d MB \(100%\) in \d+ s, [\d.]+ [kMG]B/s", line) for line in lines)
+    assert any(re.fullmatch(r"upload: 6\.\d/6\.\d MB \(100%\) in \d+ s, [\d.]+ [kMG]B/s", line) for line in lines)
+    assert "\r" not in res.stderr
+    assert res.stdout.splitlines() == [str(tmp_path / "e.tar.gz"), "s3://engines/cli/e.tar.gz"]
+
+
+def test_in_process_progress_comes_from_the_calling_thread(
+    standin_env: dict[str, str], tmp_path: Path, tiny_model: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under Cog only what the prediction's thread prints reaches its logs: every line, progress
+    included, must come from the thread that called build()."""
+    from test_pipeline_e2e import project_config
+
+    from trtllm_builder.pipeline import BuildOptions, build, prepare
+
+    monkeypatch.setenv("STANDIN_ENGINE_BYTES", str(48 << 20))
+    cfg = project_config(tmp_path, tiny_model("llama"), "llama", tp=2)
+    config, plan = prepare(cfg, work_dir=tmp_path / "w")
+    lines: list[tuple[str, threading.Thread]] = []
+    opts = BuildOptions(
+        output=tmp_path / "e.tar.gz",
+        cache_dir=tmp_path / "cache",
+        log=lambda line: lines.append((line, threading.current_thread())),
+        progress_interval=0.01,
+    )
+    build(config, plan, opts)
+    assert {thread for _, thread in lines} == {threading.current_thread()}
+    pack = [line for line, _ in lines if line.startswith("pack: ")]
+    assert len(pack) >= 3, pack  # lines while packing, then the closing one
+    assert re.fullmatch(r"pack: [\d.]+/100\.\d MB \(\d+%\), [\d.]+ [kMG]?B/s, ETA .+", pack[0])
+    assert pack[-1].startswith("pack: 100.") and "(100%) in" in pack[-1]
+    assert BuildOptions(output=tmp_path).progress_interval == 5.0

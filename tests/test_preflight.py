@@ -122,8 +122,9 @@ def test_disk_shortfall_shows_the_numbers() -> None:
     plan = _plan("{}")
     found = preflight(plan, gpus=[H100], model_bytes=10 * GIB, free_disk=25 * GIB, disk_path=Path("/data"))
     assert _errors(found) == [
-        "not enough disk: the build needs about 30.0 GiB (10.0 GiB of model files x the download + 2 step output(s)) "
-        "but only 25.0 GiB are free in /data: free some space, or point the work dir (--work-dir) and the cache "
+        "not enough disk: the build needs about 30.0 GiB at its peak (10.0 GiB of model files x the download + "
+        "2 outputs on disk at once: step outputs and the archive, each counted at the model's size), but only "
+        "25.0 GiB are free in /data: free some space, or point the work dir (--work-dir) and the cache "
         "(--cache-dir) at a larger disk"
     ]
     assert preflight(plan, gpus=[H100], model_bytes=10 * GIB, free_disk=25 * GIB, needs_download=False) == []
@@ -171,7 +172,7 @@ def test_check_machine_sizes_an_hf_model_from_metadata_only(standin_env: dict[st
     found = check_machine(plan, cache_dir=Path(standin_env["TRTLLM_BUILDER_CACHE"]), gpus=[H100])
     (error,) = _errors(found)
     assert error.startswith("not enough disk: the build needs about 0.0 GiB")
-    assert "x the download + 2 step output(s)" in error
+    assert "x the download + 2 outputs on disk at once" in error
     assert hub_server.file_gets() == []  # sized from the API, nothing downloaded
 
 

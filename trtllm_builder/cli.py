@@ -97,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
         help="bound the step cache, e.g. 500G; least recently used entries are evicted "
         "(default: $TRTLLM_BUILDER_CACHE_MAX_SIZE, else unbounded)",
     )
+    sb.add_argument(
+        "--disk-budget",
+        type=_size,
+        metavar="SIZE",
+        help="most disk the build may add (download, step outputs, archive), e.g. 300G; with the step cache, "
+        "a build that would not fit keeps only what resume needs (default: $TRTLLM_BUILDER_DISK_BUDGET, "
+        "else the free space)",
+    )
 
     si = sub.add_parser("inspect", help="verify an archive's checksums and whether this machine can serve it")
     si.add_argument("archive", type=Path)
@@ -179,6 +187,7 @@ def _cmd_build(ns: argparse.Namespace) -> int:
         keep_work_dir=ns.keep_work_dir,
         step_cache=not ns.no_cache,
         cache_max_bytes=ns.cache_max_size or cache_bound_from_env(),
+        disk_budget=ns.disk_budget,
         backend_dir=ns.backend_dir,
         upload=ns.upload,
         log=_err,

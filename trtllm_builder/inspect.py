@@ -1,34 +1,33 @@
 """Check an engine archive against its ``manifest.json``, and whether this machine can serve it.
 
-The archive is read once, as a stream: every member is hashed while it passes, in
-fixed-size chunks, so memory stays flat whatever the engine size. ``manifest.json``
-is the archive's last member (see docs/CONTRACTS.md); the comparison happens after
-the stream ends, so an archive written in another order is checked the same way.
+The archive is read once, as a stream, the way ``tar -xzf`` reads it (every gzip member, the
+last copy of a name wins: see :mod:`.tarview`): every member is hashed while it passes, in
+fixed-size chunks, so memory stays flat whatever the engine size. ``manifest.json`` is the
+archive's last member (see docs/CONTRACTS.md); the comparison happens after the stream ends, so
+an archive written in another order is checked the same way. Whatever trtllm-builder never
+writes and ``tar`` could unpack differently (joined gzip streams, duplicate names, links, paths
+out of the target dir, trailing data) makes the archive not intact.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import re
-import tarfile
 import tempfile
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from .errors import VerifyError
 from .gpu import GpuInfo, detect_gpus
+from .tarview import scan_archive
 from .versions import trtllm_version as local_trtllm_version
 
 __all__ = ["FileMismatch", "InspectReport", "format_report", "inspect_archive", "triton_problems"]
 
 MANIFEST_NAME = "manifest.json"
 SUPPORTED_FORMAT_VERSIONS = (1,)
-_CHUNK = 1024 * 1024
 _MANIFEST_MAX_BYTES = 64 * 1024 * 1024
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Members a Triton repository check reads: configs, Python models, engine config, tokenizer files.
@@ -52,7 +51,9 @@ class InspectReport:
     """What :func:`inspect_archive` found.
 
     ``intact``: every listed file is present with its sha256 and size, nothing else is
-    in the archive. ``servable``: ``True``/``False`` when this machine's GPUs and
+    in the archive, and nothing in it makes ``tar -xzf`` unpack something else. ``contents`` is
+    what ``tar -xzf`` extracts (name -> (sha256, size)), ``gzip_members`` how many gzip streams
+    the file joins (trtllm-builder writes one). ``servable``: ``True``/``False`` when this machine's GPUs and
     TensorRT-LLM version can/cannot run the engine, ``None`` when that cannot be told
     (no GPU visible, versions unknown). ``ok`` is ``intact`` and not known-unservable.
     """
@@ -70,6 +71,8 @@ class InspectReport:
     compatibility: list[str] = field(default_factory=list)
     servable: bool | None = None
     triton: list[str] | None = None  # Triton repository problems; None when the archive is not one
+    contents: dict[str, tuple[str, int]] = field(default_factory=dict)
+    gzip_members: int = 0
 
     @property
     def intact(self) -> bool:
@@ -90,59 +93,23 @@ def inspect_archive(
 
     ``gpus`` and ``trtllm_version`` describe the machine that would serve the engine;
     ``None`` detects them (``nvidia-smi``, the installed ``tensorrt_llm``). Pass
-    ``gpus=[]`` to skip detection. Raises :class:`VerifyError` only when the file
+    ``gpus=[]`` to skip detection. Raises :class:`~.errors.VerifyError` only when the file
     cannot be read as an archive at all; everything else is reported.
     """
     archive = Path(archive)
     report = InspectReport(archive=archive)
-    actual: dict[str, tuple[str, int]] = {}
-    kept: dict[str, bytes] = {}  # small text members, for triton_problems
-    manifest_bytes: bytes | None = None
-    try:
-        with tarfile.open(archive, mode="r|*") as tar:
-            for member in tar:
-                name = _member_name(member.name)
-                if member.isdir():
-                    continue
-                if name is None:
-                    report.problems.append(f"unsafe member path {member.name!r} (absolute or with ..)")
-                    continue
-                if name in actual or (name == MANIFEST_NAME and manifest_bytes is not None):
-                    report.problems.append(f"{name}: appears twice in the archive")
-                    continue
-                if member.islnk():
-                    target = _member_name(member.linkname)
-                    if target is not None and target in actual:
-                        actual[name] = actual[target]
-                    else:
-                        report.problems.append(
-                            f"{name}: hard link to {member.linkname!r}, which is not earlier in the archive"
-                        )
-                    continue
-                if not member.isfile():
-                    report.problems.append(f"{name}: not a regular file (symlink or device); archives hold files only")
-                    continue
-                stream = tar.extractfile(member)
-                if stream is None:
-                    report.problems.append(f"{name}: cannot be read")
-                    continue
-                if name == MANIFEST_NAME:
-                    manifest_bytes = _read_capped(stream, _MANIFEST_MAX_BYTES + 1)
-                    continue
-                if name.endswith(_TRITON_TEXT_SUFFIXES) and member.size <= _TRITON_TEXT_MAX_BYTES:
-                    data = _read_capped(stream, _TRITON_TEXT_MAX_BYTES + 1)
-                    kept[name] = data
-                    actual[name] = hashlib.sha256(data).hexdigest(), len(data)
-                    continue
-                actual[name] = _hash_stream(stream)
-    except FileNotFoundError as exc:
-        raise VerifyError(f"{archive} does not exist") from exc
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise VerifyError(
-            f"cannot read {archive} as a tar.gz archive ({exc}); it is truncated or not an archive: "
-            "download it again or rebuild it"
-        ) from exc
 
+    def captured(name: str, size: int) -> bool:
+        # the manifest, and the small text members a Triton repository check reads
+        return name == MANIFEST_NAME or (name.endswith(_TRITON_TEXT_SUFFIXES) and size <= _TRITON_TEXT_MAX_BYTES)
+
+    view = scan_archive(archive, capture=captured, capture_max=max(_MANIFEST_MAX_BYTES, _TRITON_TEXT_MAX_BYTES))
+    report.problems.extend(view.problems)
+    report.gzip_members = view.gzip_members
+    actual = {name: entry for name, entry in view.files.items() if name != MANIFEST_NAME}
+    report.contents = dict(view.files)
+    manifest_bytes = view.captured.get(MANIFEST_NAME)
+    kept = {name: data for name, data in view.captured.items() if name != MANIFEST_NAME}
     manifest = _load_manifest(manifest_bytes, report)
     if manifest is not None:
         report.manifest = manifest
@@ -191,30 +158,6 @@ def triton_problems(
         return repository_problems(root, cpp_declared=cpp_reads, backend_version=trtllm_version)
 
 
-def _member_name(raw: str) -> str | None:
-    name = posixpath.normpath(raw)
-    if raw.startswith("/") or name == ".." or name.startswith("../"):
-        return None
-    return name
-
-
-def _hash_stream(stream: IO[bytes]) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    while chunk := stream.read(_CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def _read_capped(stream: IO[bytes], limit: int) -> bytes:
-    # Not stream.read(limit): a buffered reader allocates `limit` bytes up front.
-    data = bytearray()
-    while len(data) < limit and (chunk := stream.read(min(_CHUNK, limit - len(data)))):
-        data += chunk
-    return bytes(data)
-
-
 def _load_manifest(data: bytes | None, report: InspectReport) -> dict[str, Any] | None:
     if data is None:
         report.problems.append(
@@ -259,7 +202,8 @@ def _compare(manifest: dict[str, Any], actual: dict[str, tuple[str, int]], repor
         ):
             report.problems.append(f"{MANIFEST_NAME} files[{index}] is not {{path, sha256 (64 hex), size}}")
             continue
-        path = _member_name(entry["path"])
+        raw = entry["path"]
+        path = posixpath.normpath(raw) if raw and not raw.startswith("/") and ".." not in raw.split("/") else None
         if path is None:
             report.problems.append(f"{MANIFEST_NAME} lists unsafe path {entry['path']!r}")
             continue

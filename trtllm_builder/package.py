@@ -7,6 +7,11 @@ framing and CRC only), while tokenizer and config files get real compression. Bo
 deflate block live in one gzip member (see :class:`_GzipStream`), readable by every gzip reader,
 streaming ones included. One pass over each file computes its sha256 while it is written;
 memory stays flat (fixed-size chunks) and the archive appears atomically (temp file + rename).
+
+The writer only ever appends, so a reader may follow the temp file while it grows: ``follow``
+is told, after each chunk, how many bytes of it are final (the S3 upload sends them as parts
+meanwhile, see :func:`.upload.pack_and_upload`). A ``pack:`` progress line is printed at least
+every 5 s and at the end, from the calling thread (the one that owns the log).
 """
 
 from __future__ import annotations
@@ -19,15 +24,18 @@ import struct
 import tarfile
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import PackagingError
+from .progress import DEFAULT_INTERVAL_S, ProgressMeter
 
-__all__ = ["ArchiveFile", "manifest_bytes", "sha256_file", "write_archive"]
+__all__ = ["ArchiveFile", "archive_size_bound", "manifest_bytes", "sha256_file", "write_archive"]
+
+Follow = Callable[[Path, int], object]  # (temp file being written, bytes of it that are final)
 
 CHUNK = 4 << 20
 SAMPLE = 256 << 10
@@ -136,10 +144,14 @@ class _GzipStream:
 
 
 class _TarGzWriter:
-    """A tar stream written through one gzip member, each file at the level it deserves."""
+    """A tar stream written through one gzip member, each file at the level it deserves.
 
-    def __init__(self, raw: BinaryIO) -> None:
+    ``chunk_done(n)`` is called after each chunk of ``n`` source bytes went out.
+    """
+
+    def __init__(self, raw: BinaryIO, chunk_done: Callable[[int], None] = lambda n: None) -> None:
         self._gz = _GzipStream(raw)
+        self._chunk_done = chunk_done
 
     @staticmethod
     def _header(name: str, size: int, mtime: float) -> bytes:
@@ -173,6 +185,7 @@ class _TarGzWriter:
                 h.update(chunk)
                 self._gz.write(chunk, level)
                 done += len(chunk)
+                self._chunk_done(len(chunk))
         return h.hexdigest(), done
 
     def _copy_stored(self, src: Path) -> tuple[str, int]:
@@ -200,14 +213,16 @@ class _TarGzWriter:
                 crc = crc_done.result()
                 done += n
                 i += 1
+                self._chunk_done(n)
         self._gz.crc = crc
         return h.hexdigest(), done
 
-    def add_bytes(self, name: str, data: bytes) -> None:
+    def add_bytes(self, name: str, data: bytes) -> ArchiveFile:
         self._gz.write(self._header(name, len(data), time.time()), 6)
         self._gz.write(data, 6)
         if len(data) % BLOCK:
             self._gz.write(b"\0" * (BLOCK - len(data) % BLOCK), 6)
+        return ArchiveFile(name, hashlib.sha256(data).hexdigest(), len(data))
 
     def close(self) -> None:
         self._gz.write(b"\0" * (2 * BLOCK), 6)  # end-of-archive marker
@@ -219,19 +234,36 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
 
 
+def archive_size_bound(members: Sequence[tuple[str, Path]]) -> int:
+    """An upper bound of the archive's size (for upload part sizes): data, headers, framing, manifest."""
+    data = sum(p.stat().st_size for _, p in members)
+    # per member: pax + ustar headers and padding; stored blocks: 5 bytes per 64 KiB; deflate of
+    # incompressible text: at most 5 bytes per 16 KiB; the manifest: ~200 bytes a file
+    return data + data // 3000 + len(members) * 4096 + (4 << 20)
+
+
 def write_archive(
     members: Sequence[tuple[str, Path]],
     dest: Path,
     manifest: dict[str, Any],
     *,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], object] = print,
+    late: Sequence[tuple[str, Callable[[], bytes]]] = (),
+    expect: Mapping[str, tuple[str, str]] | None = None,
+    follow: Follow | None = None,
+    interval: float = DEFAULT_INTERVAL_S,
 ) -> list[ArchiveFile]:
     """Write ``members`` (archive name, source file) and ``manifest.json`` (last) to ``dest``.
 
-    ``manifest["files"]`` is filled with each member's sha256 and size. The archive appears at
-    ``dest`` only when complete; on any failure the partial file is removed.
+    ``late`` members (archive name, a function returning the content) are packed after the files
+    and before the manifest, their content produced at that moment (a build log that grows while
+    packing). ``manifest["files"]`` is filled with each member's sha256 and size. ``expect`` maps
+    archive names to (sha256, what recorded it): a file whose content no longer has that sha256
+    fails the write. ``follow(temp_file, final_bytes)`` is called after each chunk (see the module
+    docstring). The archive appears at ``dest`` only when complete; on any failure the partial file
+    is removed. Progress: a ``pack:`` line every ``interval`` seconds and one at the end.
     """
-    names = [n for n, _ in members]
+    names = [n for n, _ in members] + [n for n, _ in late]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise PackagingError(f"two files would be packed as {', '.join(sorted(dupes))}")
@@ -242,14 +274,36 @@ def write_archive(
     total = sum(p.stat().st_size for _, p in members)
     files: list[ArchiveFile] = []
     start = time.monotonic()
+    meter = ProgressMeter("pack", total, log, interval=interval)
     try:
         with tmp.open("wb", buffering=CHUNK) as raw:
-            writer = _TarGzWriter(raw)
+
+            def published() -> None:
+                if follow is not None:
+                    raw.flush()
+                    follow(tmp, os.lseek(raw.fileno(), 0, os.SEEK_CUR))
+
+            def chunk_done(n: int) -> None:
+                meter.add(n)
+                meter.tick()
+                published()
+
+            writer = _TarGzWriter(raw, chunk_done)
             for name, src in members:
-                files.append(writer.add_file(name, src))
+                packed = writer.add_file(name, src)
+                want = (expect or {}).get(name)
+                if want is not None and packed.sha256 != want[0]:
+                    raise PackagingError(
+                        f"{name} ({src}) no longer matches {want[1]}: its sha256 is {packed.sha256}, "
+                        f"{want[0]} was recorded; nothing was left behind"
+                    )
+                files.append(packed)
+            for name, content in late:
+                files.append(writer.add_bytes(name, content()))
             manifest["files"] = [f.as_dict() for f in files]
             writer.add_bytes("manifest.json", manifest_bytes(manifest))
             writer.close()
+            published()
             # No fsync: the manifest's checksums catch a file torn by a power loss, and
             # syncing 100+ GiB would double the packing time.
         os.replace(tmp, dest)
@@ -265,6 +319,7 @@ def write_archive(
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    meter.finish()
     secs = time.monotonic() - start
     log(f"packed {len(files)} files, {total / 2**20:.1f} MiB, into {dest.name} in {secs:.1f} s")
     return files

@@ -9,33 +9,33 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, disk
 from .argv import display, redact
 from .config import BuildConfig, load_config
 from .configsource import read_config_text
-from .errors import OutputError, SetupError
+from .errors import OutputError, PreflightError, SetupError
 from .gpu import GpuInfo, detect_gpus
 from .layout import Found, describe_dir, inspect_dir, locate
-from .package import manifest_bytes, sha256_file, write_archive
+from .package import sha256_file, write_archive
 from .parsers import ParserCache
 from .plan import Plan, PlannedStep, make_plan
 from .preflight import check_machine, raise_for_errors
+from .progress import DEFAULT_INTERVAL_S
 from .recipes import resolve_recipe
 from .runner import run_step
 from .serving import check_outputs, run_smoke_test, triton_members, triton_summary
 from .sources import FetchedModel, ModelRef, check_ref, fetch_model, tokenizer_files
-from .stepcache import CachedStep, StepCache, content_hash, step_key
+from .stepcache import CachedStep, Hold, StepCache, content_hash, step_key
 from .tree import TrtllmTree, find_tree
-from .upload import S3Credentials, UploadResult, upload_archive
+from .upload import S3Credentials, UploadResult, pack_and_upload
 from .versions import trtllm_version
 from .workdir import default_work_dir, owned_work_dir, remove_inside
 
@@ -62,23 +62,26 @@ class BuildOptions:
     keep_work_dir: bool = False
     step_cache: bool = True  # reuse and resume finished steps (see stepcache.py)
     cache_max_bytes: int | None = None  # LRU bound of the step cache
+    disk_budget: int | None = None  # most disk the build may add; default $TRTLLM_BUILDER_DISK_BUDGET
     backend_dir: Path | None = None  # Triton templates (output.format triton)
     upload: str | None = None  # s3://bucket/prefix; overrides output.upload
     s3_credentials: S3Credentials | None = None  # None: boto3's default chain
     log: Log = print
     metric: Metric | None = None
     env: Mapping[str, str] | None = None  # base environment of the steps (default: os.environ)
+    progress_interval: float = DEFAULT_INTERVAL_S  # seconds between progress lines (pack, upload, checksums)
 
 
 @dataclass(frozen=True)
 class StepRecord:
     name: str
     argv: list[str]  # redacted
-    exit_code: int
+    exit_code: int | None  # None: skipped
     duration_s: float
     output_dir: str
     layout: str | None
     cached: bool = False
+    skipped: bool = False  # not run: every later step came from the step cache
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +92,7 @@ class StepRecord:
             "output_dir": self.output_dir,
             "layout": self.layout,
             "cached": self.cached,
+            "skipped": self.skipped,
         }
 
 
@@ -261,7 +265,10 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
     for note in plan.notes:
         log(f"note: {note}")
     gpus = detect_gpus()  # once per build: preflight, cache keys and the manifest agree
-    findings = check_machine(plan, cache_dir=opts.cache_dir, token=token, local_model=opts.model_dir, gpus=gpus)
+    findings = check_machine(
+        plan, cache_dir=opts.cache_dir, token=token, local_model=opts.model_dir, gpus=gpus,
+        step_cache=opts.step_cache, output=opts.output, disk_budget=opts.disk_budget,
+    )  # fmt: skip
     for finding in findings:
         log(f"preflight {finding}")
     raise_for_errors(findings)
@@ -275,14 +282,28 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
             ref = ModelRef(config.model.id, config.model.revision, config.model.tar_url)
             model = fetch_model(ref, token=token, cache_dir=opts.cache_dir, log=log)
         _link_model(work_dir, model.path)
+        lean = _disk_mode(plan, model.size_bytes, opts, work_dir, log)
         env = _step_env(opts, token)
-        cache = StepCache(opts.cache_dir, max_bytes=opts.cache_max_bytes, log=log) if opts.step_cache else None
+        cache = (
+            StepCache(opts.cache_dir, max_bytes=opts.cache_max_bytes, log=log, progress_interval=opts.progress_interval)
+            if opts.step_cache
+            else None
+        )
         keys = _step_keys(plan, model, opts.cache_dir, gpus) if cache else {}
         outputs: dict[str, Path] = {}
         records: list[StepRecord] = []
         last_engine: Found | None = None
+        holds: dict[str, Hold] = {}
+        shortcut = _cached_tail(plan, cache, keys, log) if cache else {}
         for i, step in enumerate(plan.steps, 1):
-            found, record = _run_or_reuse(step, i, plan, outputs, cache, keys.get(step.name), held, env, secrets, log)
+            if cache and step.name in shortcut:
+                found, record = _reuse_tail(
+                    step, i, plan, outputs, cache, shortcut[step.name], held, holds, secrets, log
+                )
+            else:
+                found, record = _run_or_reuse(
+                    step, i, plan, outputs, cache, keys.get(step.name), held, holds, env, secrets, log
+                )
             if opts.metric:
                 opts.metric(f"step_{step.name}_seconds", round(record.duration_s, 3))
             if found is not None:
@@ -292,6 +313,8 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
             records.append(record)
             if cache is None:
                 _drop_unneeded(plan, i, outputs, work_dir, log)
+            elif lean:
+                _drop_cached(plan, i, work_dir, cache, holds, log)
         if last_engine is None:
             raise OutputError("no step produced an engine; the last build step must write one")
         manifest = _manifest(config, plan, model, records, last_engine, gpus, plan.tree)
@@ -310,17 +333,18 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
             log(f"Triton model repository verified: {len(members)} files; mount it at {mount}")
         else:
             members = _engine_members(last_engine, model.path)
-        if out_plan.upload:
-            manifest["upload"] = {"url": out_plan.upload}
-        write_archive(members, opts.output, manifest, log=log)
-        size = opts.output.stat().st_size
+        # the packed engine files must still be what their step cache records say (item 4, #14)
+        expect = _recorded_hashes(members, holds.values())
         uploaded: UploadResult | None = None
         if out_plan.upload:
-            uploaded = upload_archive(
-                opts.output, out_plan.upload, credentials=opts.s3_credentials,
-                manifest_sha256=hashlib.sha256(manifest_bytes(manifest)).hexdigest(), log=log,
+            manifest["upload"] = {"url": out_plan.upload}
+            _, uploaded = pack_and_upload(
+                members, opts.output, manifest, out_plan.upload, credentials=opts.s3_credentials, log=log,
+                expect=expect, interval=opts.progress_interval,
             )  # fmt: skip
-            log(f"uploaded to {uploaded.url} (sha256 {uploaded.sha256})")
+        else:
+            write_archive(members, opts.output, manifest, log=log, expect=expect, interval=opts.progress_interval)
+        size = opts.output.stat().st_size
         if opts.metric:
             opts.metric("archive_bytes", size)
             opts.metric("build_seconds", round(time.monotonic() - start, 3))
@@ -342,6 +366,7 @@ def _run_or_reuse(
     cache: StepCache | None,
     key: str | None,
     held: contextlib.ExitStack,
+    holds: dict[str, Hold],
     env: Mapping[str, str],
     secrets: list[str],
     log: Log,
@@ -351,9 +376,18 @@ def _run_or_reuse(
     log(f"==> [{index}/{len(plan.steps)}] {step.name}: {display(argv, secrets)}")
     with cache.lock(key) if cache and key else contextlib.nullcontext():
         hit = cache.lookup(key) if cache and key else None
-        if cache and key and hit is not None:
-            cache.hold(key, held)
-            found = _restore(step, hit, work_dir, log)
+        found: Found | None = None
+        if cache and hit is not None:
+            problems = cache.verify(hit)  # once per reuse: sizes, then every file's sha256
+            if not problems:
+                holds[step.name] = cache.hold(hit, held)
+                found, problems = _restore(step, hit, work_dir, log)
+            if problems:
+                if (ours := holds.pop(step.name, None)) is not None:
+                    ours.release()
+                _discard(cache, step, hit, problems, log)
+                hit = None
+        if hit is not None:
             rc, duration, cached = int(hit.meta.get("exit_code", 0)), float(hit.meta.get("duration_s", 0)), True
         else:
             if step.output_dir.exists() or step.output_dir.is_symlink():
@@ -364,11 +398,101 @@ def _run_or_reuse(
             rc, duration, cached = res.returncode, res.duration_s, False
             found = _verify(step.name, step.expect, step.output_dir, log)
             if cache and key and found is not None:
-                found = _store(cache, key, step, found, rc, duration, held, log)
+                found = _store(cache, key, step, found, rc, duration, held, holds, log)
     where = str(found.path if found else step.output_dir)
     layout = found.layout if found else None
     record = StepRecord(step.name, [redact(a, secrets) for a in argv], rc, duration, where, layout, cached)
     return found, record
+
+
+def _discard(
+    cache: StepCache, step: PlannedStep, hit: CachedStep, problems: list[str], log: Log, *, rerun: bool = True
+) -> None:
+    shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    then = f"running `{step.name}` again" if rerun else "no step that runs needs it, so it is skipped"
+    log(f"[{step.name}] step cache entry {hit.key[:12]} is damaged ({shown}): discarded; {then}")
+    cache.discard(hit.key)
+
+
+_ENGINE_LAYOUTS = ("engine", "legacy_engine")
+# what to do with a step whose later steps all come from the step cache
+_Shortcut = tuple[str, CachedStep | None]  # ("verified" | "unread" | "skip", entry)
+
+
+def _cached_tail(plan: Plan, cache: StepCache, keys: Mapping[str, str], log: Log) -> dict[str, _Shortcut]:
+    """When the plan's last steps are all in the step cache, no earlier step needs to run.
+
+    The tail's last engine is what gets packed: it is verified now (once). Every other step's
+    output is read by no step that runs, so an entry is linked back unverified ("unread") and a
+    step without one (dropped to save disk, or evicted) is skipped. Empty when the tail holds no
+    engine or its engine is damaged (then the steps run or are reused one by one, as usual).
+    """
+    tail: list[tuple[PlannedStep, CachedStep]] = []
+    for step in reversed(plan.steps):
+        key = keys.get(step.name)
+        hit = cache.lookup(key) if key else None
+        if hit is None:
+            break
+        tail.append((step, hit))
+    tail.reverse()
+    engines = [(s, h) for s, h in tail if h.meta.get("layout") in _ENGINE_LAYOUTS]
+    if not engines:
+        return {}
+    final_step, final = engines[-1]
+    problems = cache.verify(final)
+    if problems:
+        _discard(cache, final_step, final, problems, log)
+        return {}
+    start = plan.steps.index(tail[0][0])
+    tail_hits = {s.name: h for s, h in tail}
+    out: dict[str, _Shortcut] = {}
+    for i, step in enumerate(plan.steps):
+        if i >= start:
+            out[step.name] = ("verified" if step is final_step else "unread", tail_hits[step.name])
+        else:
+            key = keys.get(step.name)
+            hit = cache.lookup(key) if key else None
+            out[step.name] = ("unread", hit) if hit is not None else ("skip", None)
+    return out
+
+
+def _reuse_tail(
+    step: PlannedStep,
+    index: int,
+    plan: Plan,
+    outputs: Mapping[str, Path],
+    cache: StepCache,
+    shortcut: _Shortcut,
+    held: contextlib.ExitStack,
+    holds: dict[str, Hold],
+    secrets: list[str],
+    log: Log,
+) -> tuple[Found | None, StepRecord]:
+    """A step of a build whose later steps all come from the step cache (see :func:`_cached_tail`)."""
+    mode, hit = shortcut
+    argv = plan.argv(step, outputs)
+    log(f"==> [{index}/{len(plan.steps)}] {step.name}: {display(argv, secrets)}")
+    shown = [redact(a, secrets) for a in argv]
+    if hit is None:
+        log(f"<== {step.name}: skipped: not in the step cache, and no step that runs needs its output")
+        return None, StepRecord(step.name, shown, None, 0.0, str(step.output_dir), None, False, skipped=True)
+    holds[step.name] = cache.hold(hit, held)
+    found, problems = _restore(step, hit, plan.work_dir, log, note="; verified" if mode == "verified" else _UNREAD)
+    if problems and mode == "unread":  # damaged, but nothing needs it
+        holds.pop(step.name).release()
+        _discard(cache, step, hit, problems, log, rerun=False)
+        return None, StepRecord(step.name, shown, None, 0.0, str(step.output_dir), None, False, skipped=True)
+    if problems:  # a layout the record cannot explain: an entry stored by another version of the tool
+        raise OutputError(
+            f"step cache entry {hit.key} for `{step.name}` does not hold a valid output ({'; '.join(problems)}); "
+            f"delete {hit.output.parent} and run the build again"
+        )
+    rc, duration = int(hit.meta.get("exit_code", 0)), float(hit.meta.get("duration_s", 0))
+    where = str(found.path if found else step.output_dir)
+    return found, StepRecord(step.name, shown, rc, duration, where, found.layout if found else None, True)
+
+
+_UNREAD = "; not verified, since no step that runs reads it"
 
 
 # --- step cache and disk budget -------------------------------------------------------------------
@@ -410,26 +534,30 @@ def _step_keys(plan: Plan, model: FetchedModel, cache_dir: Path, gpus: list[GpuI
     return keys
 
 
-def _restore(step: PlannedStep, hit: CachedStep, work_dir: Path, log: Log) -> Found | None:
-    """Make a cached output appear where the step would have written it (a link into the cache)."""
+def _restore(
+    step: PlannedStep, hit: CachedStep, work_dir: Path, log: Log, *, note: str = "; verified"
+) -> tuple[Found | None, list[str]]:
+    """Make a cached output appear where the step would have written it (a link into the cache).
+
+    Returns the output found there and what is wrong with it (empty: usable).
+    """
     rel = str(hit.meta.get("located", "."))
     target = Path(os.path.normpath(step.output_dir / rel))
     if not target.is_relative_to(work_dir):
-        raise OutputError(f"step cache entry {hit.key} is corrupt (points outside the work dir); delete it")
+        return None, ["it points outside the work dir"]
     if step.output_dir.exists() or step.output_dir.is_symlink():
         remove_inside(work_dir, step.output_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.symlink_to(hit.output, target_is_directory=True)
-    took = float(hit.meta.get("duration_s", 0))
-    log(f"<== {step.name}: reused from the step cache ({hit.key[:12]}); it took {took:.1f} s when built")
     if step.expect == "none":
-        return None
+        return None, []
     found = inspect_dir(target)
     if found is None or found.problems:
-        raise OutputError(
-            f"step cache entry {hit.key} for `{step.name}` does not hold a valid output; delete {hit.output.parent}"
-        )
-    return found
+        remove_inside(work_dir, target)
+        return None, (found.problems if found else ["it holds no checkpoint or engine"])
+    took = float(hit.meta.get("duration_s", 0))
+    log(f"<== {step.name}: reused from the step cache ({hit.key[:12]}{note}); it took {took:.1f} s when built")
+    return found, []
 
 
 def _store(
@@ -440,6 +568,7 @@ def _store(
     rc: int,
     duration: float,
     held: contextlib.ExitStack,
+    holds: dict[str, Hold],
     log: Log,
 ) -> Found:
     """Move a verified output into the cache and link it back; returns the output at its new home."""
@@ -450,26 +579,97 @@ def _store(
         {"step": step.name, "located": located, "exit_code": rc, "duration_s": round(duration, 3),
          "layout": found.layout},
     )  # fmt: skip
-    cache.hold(key, held)
+    holds[step.name] = cache.hold(entry, held)
     found.path.symlink_to(entry.output, target_is_directory=True)
     log(f"[{step.name}] output kept in the step cache ({key[:12]})")
     return Found(found.path, found.layout, found.world_size, found.config, found.problems)
 
 
-def _drop_unneeded(plan: Plan, done: int, outputs: Mapping[str, Path], work_dir: Path, log: Log) -> None:
-    """Without a step cache, delete outputs that no later step reads (the disk budget).
+def _recorded_hashes(members: list[tuple[str, Path]], holds: Iterable[Hold]) -> dict[str, tuple[str, str]]:
+    """Archive name -> (sha256, where recorded) for members that are files of a step cache entry.
 
-    Only outputs the tool wired (injected dirs, ``{steps.<name>.output_dir}``) are tracked; a step
-    whose paths a user typed by hand may be read by anything, so it is kept.
+    Matched by inode, so the engine format's links into the cache and the Triton repository's hard
+    links are both found; a copy is not (it was hashed when it was made from a verified entry).
     """
-    later = plan.steps[done:]
-    for step in plan.steps[:done]:
-        if step.name not in outputs or step.expect in ("engine", "none"):
-            continue
-        ref = f"{{steps.{step.name}.output_dir}}"
-        needed = any(s.reads == step.name or any(ref in a for a in s.args) for s in later)
-        wired = any(s.reads == step.name or any(ref in a for a in s.args) for s in plan.steps)
-        if needed or not wired or not step.output_dir.exists():
+    recorded: dict[tuple[int, int], tuple[str, str]] = {}
+    for hold in holds:
+        entry = hold.entry
+        what = (
+            f"the step cache record of `{entry.meta.get('step', '?')}` (entry {entry.key[:12]}; the next build "
+            "verifies it and rebuilds it)"
+        )
+        for rel, digest in entry.recorded_sha256().items():
+            with contextlib.suppress(OSError):
+                st = (entry.output / rel).stat()
+                recorded[(st.st_dev, st.st_ino)] = (digest, what)
+    out: dict[str, tuple[str, str]] = {}
+    for name, src in members:
+        with contextlib.suppress(OSError):
+            st = src.stat()
+            if (hit := recorded.get((st.st_dev, st.st_ino))) is not None:
+                out[name] = hit
+    return out
+
+
+def _drop_unneeded(plan: Plan, done: int, outputs: Mapping[str, Path], work_dir: Path, log: Log) -> None:
+    """Without a step cache, delete outputs that no later step reads (see :func:`.disk.unneeded_after`)."""
+    for step in disk.unneeded_after(plan, done):
+        if step.name not in outputs or not step.output_dir.exists():
             continue
         remove_inside(work_dir, step.output_dir)
         log(f"[{step.name}] output deleted: no later step needs it (disk budget)")
+
+
+def _disk_mode(plan: Plan, model_bytes: int, opts: BuildOptions, work_dir: Path, log: Log) -> bool:
+    """Before the first step, the model on disk: does the build fit? True: keep only what resume needs.
+
+    With the step cache, every output is kept unless that does not fit the free space (or the disk
+    budget); then the cache keeps only what resume needs ("lean": an output is dropped from it once
+    the step that reads it has verified its own). Raises :class:`PreflightError` when even that does
+    not fit (the model's size may have been unknown at preflight, or the disk filled up since).
+    """
+    budget = opts.disk_budget if opts.disk_budget is not None else disk.budget_from_env()
+    places = disk.places_for(opts.cache_dir, work_dir, opts.output)
+    devices = disk.devices_of(places)
+    if opts.step_cache:
+        keep = disk.estimate(plan, model_bytes, download=False, step_cache=True, lean=False, devices=devices)
+        if disk.fits(keep, places, budget):
+            return False
+    least = disk.estimate(plan, model_bytes, download=False, step_cache=opts.step_cache, lean=True, devices=devices)
+    if short := disk.shortfalls(least, places, budget):
+        raise PreflightError(
+            f"not enough disk: at its peak the build needs about {'; '.join(short)} ({least.describe()}): "
+            "free some space, raise the disk budget, or point the work dir (--work-dir), the cache (--cache-dir) "
+            "and the archive (-o) at a larger disk"
+        )
+    if not opts.step_cache:
+        return False
+    log(
+        f"disk: keeping every step's output in the step cache would take about {disk.gib(keep.total)} at the peak "
+        f"({'; '.join(disk.shortfalls(keep, places, budget))}): the step cache keeps only what resume needs, about "
+        f"{disk.gib(least.total)} at the peak (an output is dropped from it once the step that reads it has "
+        "built and verified its own)"
+    )
+    return True
+
+
+def _drop_cached(plan: Plan, done: int, work_dir: Path, cache: StepCache, holds: dict[str, Hold], log: Log) -> None:
+    """Lean mode: drop from the step cache the outputs no later step reads (resume needs only later ones)."""
+    for step in disk.unneeded_after(plan, done):
+        held = holds.pop(step.name, None)
+        if held is None:  # not from the cache, or gone already
+            continue
+        if step.output_dir.exists() or step.output_dir.is_symlink():
+            remove_inside(work_dir, step.output_dir)
+        size = disk.gib(int(held.entry.meta.get("size", 0)))
+        what = {"checkpoint": "checkpoint", "legacy_checkpoint": "checkpoint"}.get(
+            str(held.entry.meta.get("layout")), "output"
+        )
+        if cache.drop(held.entry.key, held):
+            log(
+                f"[{step.name}] dropped its cached {what} ({size}) from the step cache: no later step reads it and "
+                f"keeping it does not fit the disk (see `disk:` above); a build that needs it again reruns "
+                f"`{step.name}`"
+            )
+        else:
+            log(f"[{step.name}] cached {what} kept: another build is using it")

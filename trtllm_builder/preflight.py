@@ -8,13 +8,12 @@ with an error finding in seconds, before the model is fetched.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from . import disk
 from .argv import flag_values
 from .errors import BuilderError, PreflightError
 from .gpu import GpuInfo, detect_gpus
@@ -131,11 +130,14 @@ def preflight(
     free_disk: int | None,
     disk_path: Path | None = None,
     needs_download: bool = True,
+    step_cache: bool = True,
+    disk_budget: int | None = None,
 ) -> list[Finding]:
     """The findings for ``plan`` on a machine with ``gpus`` and ``free_disk`` bytes free where it writes.
 
-    The disk estimate is the model once if it must be downloaded, plus about one model size per step
-    that writes a checkpoint or an engine (conservative: quantized outputs are smaller).
+    The disk estimate (:func:`.disk.estimate`) is the build's peak: the model if it must be
+    downloaded, plus the step outputs and the archive on disk at once, each counted at the model's
+    size (conservative: quantized outputs are smaller). ``disk_budget`` caps it further.
     """
     needs = plan_needs(plan)
     found: list[Finding] = []
@@ -182,28 +184,28 @@ def preflight(
                 )
     if model_bytes is None:
         found.append(Finding("warning", "the model's size is unknown: disk space is not checked ahead"))
-    elif free_disk is not None:
-        total = model_bytes * (int(needs_download) + needs.outputs)
-        if total > free_disk:
-            where = f" in {disk_path}" if disk_path is not None else ""
-            parts = (["the download"] if needs_download else []) + [f"{needs.outputs} step output(s)"]
+    elif free_disk is not None or disk_budget is not None:
+        # the least a build can do with (lean mode, see disk.py) or without the step cache
+        need = disk.estimate(plan, model_bytes, download=needs_download, step_cache=step_cache, lean=True)
+        where = f" in {disk_path}" if disk_path is not None else ""
+        if free_disk is not None and need.total > free_disk:
             found.append(
                 Finding(
                     "error",
-                    f"not enough disk: the build needs about {_gib(total)} ({_gib(model_bytes)} of model files "
-                    f"x {' + '.join(parts)}) but only {_gib(free_disk)} are free{where}: free some space, or "
-                    "point the work dir (--work-dir) and the cache (--cache-dir) at a larger disk",
+                    f"not enough disk: the build needs about {_gib(need.total)} at its peak ({need.describe()}), "
+                    f"but only {_gib(free_disk)} are free{where}: free some space, or point the work dir "
+                    "(--work-dir) and the cache (--cache-dir) at a larger disk",
+                )
+            )
+        if disk_budget is not None and need.total > disk_budget:
+            found.append(
+                Finding(
+                    "error",
+                    f"the build needs about {_gib(need.total)} of disk at its peak ({need.describe()}), more than "
+                    f"the disk budget of {_gib(disk_budget)} (--disk-budget / ${disk.DISK_BUDGET_ENV}): raise it",
                 )
             )
     return found
-
-
-def _free(path: Path) -> tuple[Path, int, int]:
-    """(existing ancestor, free bytes, device id) of the filesystem ``path`` will be on."""
-    p = Path(os.path.abspath(path))
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p, shutil.disk_usage(p).free, os.stat(p).st_dev
 
 
 def _model_size(plan: Plan, *, cache_dir: Path, token: str | None, local_model: Path | None) -> tuple[int, bool]:
@@ -235,9 +237,13 @@ def check_machine(
     local_model: Path | None = None,
     gpus: Sequence[GpuInfo] | None = None,
     detect: Callable[[], list[GpuInfo]] = detect_gpus,
+    step_cache: bool = True,
+    output: Path | None = None,
+    disk_budget: int | None = None,
 ) -> list[Finding]:
     """Gather this machine's numbers and run :func:`preflight`. Never raises for a lookup that fails:
-    an unknown model size becomes a warning."""
+    an unknown model size becomes a warning. ``output``: where the archive goes (default: beside the
+    work dir); ``disk_budget`` defaults to ``$TRTLLM_BUILDER_DISK_BUDGET``."""
     found_gpus = list(gpus) if gpus is not None else detect()
     extra: list[Finding] = []
     model_bytes: int | None
@@ -246,31 +252,32 @@ def check_machine(
     except (BuilderError, OSError) as exc:
         model_bytes, download = None, True
         extra.append(Finding("warning", f"cannot tell the model's size ahead ({exc}): disk space is not checked"))
-    work, work_free, work_dev = _free(plan.work_dir)
-    cache, cache_free, cache_dev = _free(cache_dir)
-    findings: list[Finding] = []
-    if model_bytes is not None and download and cache_dev != work_dev:
-        # two filesystems: the download goes to the cache, the step outputs to the work dir
-        findings += preflight(
-            plan, gpus=found_gpus, model_bytes=model_bytes, free_disk=work_free, disk_path=work, needs_download=False
+    places = disk.places_for(cache_dir, plan.work_dir, output)
+    budget = disk_budget if disk_budget is not None else disk.budget_from_env()
+    single = len({p.device for p in places.values()}) == 1
+    findings = preflight(
+        plan,
+        gpus=found_gpus,
+        model_bytes=model_bytes,
+        free_disk=places["work"].free if single else None,
+        disk_path=places["work"].path,
+        needs_download=download,
+        step_cache=step_cache,
+        disk_budget=budget,
+    )
+    if model_bytes is not None and not single:
+        # several filesystems: the download and the step cache, the step outputs, the archive
+        need = disk.estimate(
+            plan, model_bytes, download=download, step_cache=step_cache, lean=True, devices=disk.devices_of(places)
         )
-        if model_bytes > cache_free:
+        for short in disk.shortfalls(need, places):
             findings.append(
                 Finding(
                     "error",
-                    f"not enough disk for the download: {_gib(model_bytes)} of model files but only "
-                    f"{_gib(cache_free)} are free in {cache}: free some space or point --cache-dir at a larger disk",
+                    f"not enough disk: at its peak the build needs about {short}: free some space, or point the "
+                    "work dir (--work-dir), the cache (--cache-dir) and the archive (-o) at a larger disk",
                 )
             )
-    else:
-        findings += preflight(
-            plan,
-            gpus=found_gpus,
-            model_bytes=model_bytes,
-            free_disk=min(work_free, cache_free) if download else work_free,
-            disk_path=work,
-            needs_download=download,
-        )
     if extra:  # the specific reason replaces the generic "size is unknown"
         findings = [f for f in findings if "size is unknown" not in f.message]
     return findings + extra

@@ -9,6 +9,14 @@ An entry appears only when complete: the output is moved into a temp folder of t
 renamed to its key. Concurrent builds computing the same key serialise on a lock file, so the
 second one finds the first one's result. Entries carry their size and last use; the cache is
 kept under a size bound by evicting the least recently used entries that nobody holds.
+
+Entries are checked before they are trusted: :meth:`StepCache.store` records every file's size
+and sha256 (hashed on a few threads right after the step, while the files are still in the page
+cache), and :meth:`StepCache.verify` compares them again before a reuse: the listing and sizes
+first (a truncated or deleted rank file costs nothing to find), then every file's sha256,
+streamed in 4 MiB chunks, files hashed in parallel. A reuse verifies once; the packer compares
+the packed engine files' sha256 with the same record, so an entry that changes later is caught
+there too. A damaged entry is discarded (:meth:`StepCache.discard`) and the step runs again.
 """
 
 from __future__ import annotations
@@ -20,21 +28,25 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .errors import ConfigError
 from .package import sha256_file
+from .progress import DEFAULT_INTERVAL_S, ProgressMeter
 
 __all__ = [
     "CACHE_MAX_SIZE_ENV",
     "CachedStep",
+    "Hold",
     "StepCache",
     "cache_bound_from_env",
     "content_hash",
     "parse_size",
+    "record_files",
     "step_key",
 ]
 
@@ -66,6 +78,7 @@ def cache_bound_from_env() -> int | None:
         raise ConfigError(f"${CACHE_MAX_SIZE_ENV}: {exc}") from None
 
 
+_HASH_CHUNK = 4 << 20
 _META = "meta.json"
 _OUT = "output"
 
@@ -111,6 +124,80 @@ class CachedStep:
     output: Path  # the cached output folder (what the step's located output dir held)
     meta: dict[str, Any]
 
+    def recorded_sha256(self) -> dict[str, str]:
+        """Relative path -> sha256 recorded when the entry was stored (empty for old entries)."""
+        files = self.meta.get("files")
+        if not isinstance(files, dict):
+            return {}
+        return {n: str(f.get("sha256")) for n, f in files.items() if isinstance(f, dict)}
+
+
+class Hold:
+    """A shared lock on an entry's use file: eviction and :meth:`StepCache.drop` skip it meanwhile."""
+
+    def __init__(self, fh: IO[str], entry: CachedStep) -> None:
+        self._fh: IO[str] | None = fh
+        self.entry = entry
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _hash_files(paths: Sequence[Path], meter: ProgressMeter | None = None) -> list[str]:
+    """sha256 of each file, a few at a time (hashlib and reads release the GIL).
+
+    ``meter`` counts the bytes; the calling thread ticks it while the helper threads hash.
+    """
+
+    def one(path: Path) -> str:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(_HASH_CHUNK):
+                h.update(chunk)
+                if meter is not None:
+                    meter.add(len(chunk))
+        return h.hexdigest()
+
+    if not paths:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1, 8)) as pool:
+        futures = [pool.submit(one, p) for p in paths]
+        printed = False
+        while wait(futures, timeout=0.2).not_done:
+            printed = (meter is not None and meter.tick()) or printed
+        if meter is not None and printed:  # a closing line only when the work was long enough to show
+            meter.finish()
+        return [f.result() for f in futures]
+
+
+def _listing(root: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """(regular files, symlinks -> target) under ``root`` by relative path; links are not followed."""
+    files: dict[str, Path] = {}
+    links: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        base = Path(dirpath)
+        for name in [*filenames, *dirnames]:
+            path = base / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                links[rel] = os.readlink(path)
+            elif name in filenames and path.is_file():
+                files[rel] = path
+    return files, links
+
+
+def record_files(root: Path, meter: ProgressMeter | None = None) -> dict[str, Any]:
+    """What :meth:`StepCache.verify` checks later: each file's size and sha256, each link's target."""
+    files, links = _listing(root)
+    names = sorted(files)
+    digests = _hash_files([files[n] for n in names], meter)
+    return {
+        "files": {n: {"size": files[n].stat().st_size, "sha256": d} for n, d in zip(names, digests, strict=True)},
+        "links": links,
+    }
+
 
 def _du(path: Path) -> int:
     total = 0
@@ -124,10 +211,21 @@ def _du(path: Path) -> int:
 class StepCache:
     """Step outputs under ``root/steps/<key>/{output,meta.json}``."""
 
-    def __init__(self, root: Path, *, max_bytes: int | None = None, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_bytes: int | None = None,
+        log: Callable[[str], object] = print,
+        progress_interval: float = DEFAULT_INTERVAL_S,
+    ) -> None:
         self.root = root / "steps"
         self.max_bytes = max_bytes
         self.log = log
+        self.progress_interval = progress_interval  # hashing a large output prints progress lines
+
+    def _meter(self, phase: str, total: int) -> ProgressMeter:
+        return ProgressMeter(phase, total, self.log, interval=self.progress_interval)
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
@@ -144,10 +242,57 @@ class StepCache:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def hold(self, key: str, stack: contextlib.ExitStack) -> None:
-        """Mark the entry in use until ``stack`` closes: eviction skips it meanwhile."""
-        fh = stack.enter_context((self.root / f"{key}.use").open("w"))
+    def hold(self, entry: CachedStep, stack: contextlib.ExitStack) -> Hold:
+        """Mark the entry in use until ``stack`` closes (or the hold is released): eviction skips it."""
+        fh = (self.root / f"{entry.key}.use").open("w")
         fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
+        held = Hold(fh, entry)
+        stack.callback(held.release)
+        return held
+
+    def verify(self, entry: CachedStep) -> list[str]:
+        """What no longer matches the record made at store time (empty: intact). Sizes, then sha256s."""
+        record = entry.meta.get("files")
+        if not isinstance(record, dict):
+            return ["it has no checksums (written by an older trtllm-builder)"]
+        files, links = _listing(entry.output)
+        problems = [f"{n} is missing" for n in sorted(set(record) - set(files))]
+        problems += [f"{n} was not there when the step finished" for n in sorted(set(files) - set(record))]
+        if links != entry.meta.get("links", {}):
+            problems.append("its links changed")
+        for name in sorted(set(record) & set(files)):
+            size, want = files[name].stat().st_size, record[name].get("size")
+            if size != want:
+                problems.append(f"{name} has {size} bytes, {want} when the step finished")
+        if problems:
+            return problems
+        names = sorted(files)
+        meter = self._meter(f"verify {entry.meta.get('step', '?')}", sum(p.stat().st_size for p in files.values()))
+        for name, digest in zip(names, _hash_files([files[n] for n in names], meter), strict=True):
+            want = str(record[name].get("sha256"))
+            if digest != want:
+                problems.append(f"{name}'s sha256 is {digest[:12]}..., {want[:12]}... when the step finished")
+        return problems
+
+    def discard(self, key: str) -> None:
+        """Remove an entry (a damaged one): later lookups miss, and the step runs again."""
+        entry = self.root / key
+        if entry.exists():
+            trash = self.root / f".discard-{key}-{os.getpid()}"
+            os.rename(entry, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def drop(self, key: str, held: Hold | None = None) -> bool:
+        """Remove an entry nobody else holds (``held``, ours, is released first); False if one does."""
+        if held is not None:
+            held.release()
+        with (self.root / f"{key}.use").open("w") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            self.discard(key)
+        return True
 
     def lookup(self, key: str) -> CachedStep | None:
         entry = self.root / key
@@ -180,7 +325,13 @@ class StepCache:
             except OSError:
                 shutil.copytree(output, tmp / _OUT, symlinks=True)
                 shutil.rmtree(output)
-            meta = {**meta, "size": _du(tmp / _OUT), "created": time.time(), "last_used": time.time()}
+            meta = {
+                **meta,
+                **record_files(tmp / _OUT, self._meter(f"checksum {meta.get('step', '?')}", _du(tmp / _OUT))),
+                "size": _du(tmp / _OUT),
+                "created": time.time(),
+                "last_used": time.time(),
+            }
             (tmp / _META).write_text(json.dumps(meta, indent=2))
             entry = self.root / key
             if entry.exists():  # a stale or concurrent entry: ours is complete, replace it

@@ -1,136 +1,116 @@
-"""Upload an archive to S3 (or any S3-compatible store) and prove it arrived intact.
+"""Upload an archive to S3 (or any S3-compatible store) while it is written, and prove it arrived intact.
 
 The local archive is only ever read: whatever happens, it stays where it is (DJL's
 partition tool deletes its local copy after an upload whose exit code it ignores).
 
+With ``output.upload`` the upload overlaps packing (:func:`pack_and_upload`): the packer only
+appends to its temp file and says after each chunk how many bytes are final; an
+:class:`ArchiveUpload` thread reads each full part from the file as soon as it is there and a
+few workers send parts meanwhile, so engine-ready -> uploaded takes about the longer of packing
+and uploading, not their sum. The part size is fixed up front from an upper bound of the
+archive's size (S3 allows 10,000 parts of at least 5 MiB, the last one smaller).
+
 How an upload is verified:
 
-* the archive's sha256 is computed first and stored as object metadata ``sha256``
-  (and the manifest's as ``manifest-sha256``), so anyone can check a download;
-* it is sent as a multipart upload, each part with its own SHA-256 checksum; the
-  checksum the server reports back for a part must equal ours;
-* afterwards a HEAD must report the same size, our metadata and the composite
-  SHA-256 (sha256 of the parts' digests) that we computed; a store that reports no
-  checksum gets the object streamed back and hashed instead.
+* it is a multipart upload, each part with its own SHA-256 checksum; the checksum the server
+  reports back for a part must equal ours;
+* the archive's sha256 is computed over the bytes as they are sent; afterwards a HEAD must
+  report the local archive's size and the composite SHA-256 (sha256 of the parts' digests) we
+  computed; a store that reports no checksum gets the object streamed back and hashed instead;
+* then ``<name>.sha256`` is written beside the object (``sha256sum`` format), so anyone can check
+  a download with ``sha256sum -c``. (Object metadata cannot carry the archive's sha256 any more:
+  it must be given when the upload starts, before the archive is written.)
+
+Progress: an ``upload:`` line at least every 5 s and at the end. Lines from the upload's threads
+(retries) are queued and printed by the thread that calls :meth:`ArchiveUpload.written` /
+:meth:`ArchiveUpload.finish`, the one that owns the log (under Cog, the prediction's thread).
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import math
 import os
-import re
-import time
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from .errors import ConfigError, UploadError
-from .package import sha256_file
+from .errors import UploadError
+from .package import ArchiveFile, archive_size_bound, write_archive
+from .progress import DEFAULT_INTERVAL_S, ProgressMeter
+from .s3 import Failed, Retrier, S3Credentials, Transient, abort_multipart, make_client, parse_s3_url, redact
 
 __all__ = [
     "MIN_PART_SIZE",
+    "ArchiveUpload",
     "S3Credentials",
     "UploadResult",
+    "pack_and_upload",
     "parse_s3_url",
     "upload_archive",
 ]
 
 MIN_PART_SIZE = 8 * 1024 * 1024
-_MAX_PARTS = 10_000  # S3's limit
+WORKERS = 4  # parts in flight at once
 _CHUNK = 1024 * 1024
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_USERINFO_RE = re.compile(r"//[^/@\s]*@")
-# Error codes worth another try; anything else (AccessDenied, NoSuchBucket, ...) is final.
-_TRANSIENT_CODES = frozenset(
-    {
-        "RequestTimeout",
-        "RequestTimeTooSkewed",
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "InternalError",
-        "ServiceUnavailable",
-        "BadDigest",
-        "XAmzContentSHA256Mismatch",
-        "InvalidDigest",
-    }
-)
-
-T = TypeVar("T")
+_MAX_PARTS = 10_000  # S3's limit
 Log = Callable[[str], object]
 
 
 @dataclass(frozen=True)
-class S3Credentials:
-    """Explicit S3 credentials. ``None`` fields fall back to boto3's usual sources."""
-
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
-    region: str | None = None
-    endpoint_url: str | None = None
-
-    def __repr__(self) -> str:
-        def hidden(value: str | None) -> str:
-            return "None" if value is None else "'***'"
-
-        return (
-            f"S3Credentials(access_key_id={hidden(self.access_key_id)}, "
-            f"secret_access_key={hidden(self.secret_access_key)}, session_token={hidden(self.session_token)}, "
-            f"region={self.region!r}, endpoint_url={_safe_endpoint(self.endpoint_url)!r})"
-        )
-
-    __str__ = __repr__
-
-    def secrets(self) -> list[str]:
-        """Values that must never appear in a log line or an error message."""
-        return [s for s in (self.access_key_id, self.secret_access_key, self.session_token) if s]
-
-
-@dataclass(frozen=True)
 class UploadResult:
-    """Where the archive went, and what was verified there."""
+    """Where the archive went, and what was verified there (``checksum_url``: the sha256sum file)."""
 
     url: str
     key: str
     size: int
     sha256: str
     etag: str
+    checksum_url: str
 
 
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """Split ``s3://bucket[/prefix]`` into ``(bucket, prefix)``.
+def pack_and_upload(
+    members: Sequence[tuple[str, Path]],
+    dest: Path,
+    manifest: dict[str, Any],
+    url: str,
+    *,
+    credentials: S3Credentials | None,
+    log: Log = print,
+    late: Sequence[tuple[str, Callable[[], bytes]]] = (),
+    expect: Mapping[str, tuple[str, str]] | None = None,
+    interval: float = DEFAULT_INTERVAL_S,
+    **upload_options: Any,
+) -> tuple[list[ArchiveFile], UploadResult]:
+    """:func:`.package.write_archive` to ``dest`` while its parts go to ``url`` (see the module docstring).
 
-    The prefix is a folder: it comes back empty or ending in ``/``, so the object key
-    is ``prefix + archive file name``.
+    A packing failure aborts the upload; an upload failure lets packing finish and raises
+    :class:`UploadError` naming the complete local archive, which is kept. ``upload_options`` go to
+    :class:`ArchiveUpload` (``retries``, ``part_size``, ``workers``, ...).
     """
-    if isinstance(url, str) and "@" in url:
-        # Never echo it back: the text around "@" may be credentials (s3://key:secret@bucket).
-        raise ConfigError(
-            "upload URL must not contain `@` (credentials in a URL are refused and never logged); "
-            "use s3://bucket/prefix and pass credentials separately"
+    upload = ArchiveUpload(
+        url,
+        dest.name,
+        credentials=credentials,
+        size_hint=archive_size_bound(members),
+        log=log,
+        interval=interval,
+        **upload_options,
+    )
+    upload.start()
+    try:
+        files = write_archive(
+            members, dest, manifest, log=log, late=late, expect=expect, follow=upload.written, interval=interval
         )
-    if not isinstance(url, str) or not url.startswith("s3://"):
-        raise ConfigError(f"upload URL must look like s3://bucket/prefix; got {url!r}")
-    rest = url[len("s3://") :]
-    bucket, _, prefix = rest.partition("/")
-    if "?" in url or "#" in url:
-        raise ConfigError(f"upload URL {url!r} must not have a query or fragment; use s3://bucket/prefix")
-    if not _BUCKET_RE.match(bucket) or ".." in bucket:
-        raise ConfigError(
-            f"upload URL {url!r}: `{bucket}` is not a valid S3 bucket name "
-            "(3-63 lowercase letters, digits, dots or hyphens)"
-        )
-    if prefix:
-        segments = prefix.rstrip("/").split("/")
-        if any(s in ("", ".", "..") for s in segments) or any(ord(c) < 32 for c in prefix):
-            raise ConfigError(f"upload URL {url!r}: the prefix has an empty, `.` or `..` segment or control characters")
-        prefix = prefix.rstrip("/") + "/"
-    return bucket, prefix
+    except BaseException:
+        upload.cancel()
+        raise
+    return files, upload.finish(dest, dest.stat().st_size)
 
 
 def upload_archive(
@@ -138,151 +118,301 @@ def upload_archive(
     url: str,
     *,
     credentials: S3Credentials | None,
-    manifest_sha256: str,
-    retries: int = 3,
     log: Log = print,
-    part_size: int | None = None,
-    backoff_s: float = 1.0,
-    verify_by_download: bool = False,
+    **upload_options: Any,
 ) -> UploadResult:
-    """Upload ``path`` to ``s3://bucket/prefix/<file name>`` and verify it there.
+    """Upload the complete file ``path`` to ``s3://bucket/prefix/<file name>`` and verify it there.
 
     ``credentials`` ``None`` uses boto3's default chain; the endpoint comes from
-    ``credentials.endpoint_url``, else ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``.
-    Each request is retried ``retries`` times on transient errors, with exponential
-    backoff from ``backoff_s``. ``verify_by_download`` also streams the object back
-    and hashes it. Raises :class:`UploadError` (the local file is kept, untouched).
+    ``credentials.endpoint_url``, else ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``. Raises
+    :class:`UploadError` (the local file is kept, untouched). ``upload_options``: see
+    :class:`ArchiveUpload`.
     """
     path = Path(path)
-    bucket, prefix = parse_s3_url(url)
-    key = prefix + path.name
-    target = f"s3://{bucket}/{key}"
-    if not _SHA256_RE.match(manifest_sha256):
-        raise UploadError(f"manifest_sha256 must be 64 lowercase hex digits; got {manifest_sha256!r}")
-    secrets = credentials.secrets() if credentials else []
-
-    def fail(reason: str) -> UploadError:
-        return UploadError(
-            _redact(f"upload to {target} failed: {reason}; the local archive is kept at {path}", secrets)
-        )
-
     try:
         size = path.stat().st_size
-        sha256 = sha256_file(path)
     except OSError as exc:
-        raise fail(f"cannot read the local archive ({exc.strerror or exc})") from None
-    if size == 0:
-        raise fail("the local archive is empty")
-    parts = _part_size(size, part_size)
-    count = max(1, math.ceil(size / parts))
-    log(f"uploading {path} ({_mib(size)}, sha256 {sha256[:12]}...) to {target} in {count} part(s) of {_mib(parts)}")
+        size, problem = 0, f"cannot read the local archive ({exc.strerror or exc})"
+    else:
+        problem = "the local archive is empty" if size == 0 else ""
+    upload = ArchiveUpload(url, path.name, credentials=credentials, size_hint=size, log=log, **upload_options)
+    if problem:
+        raise upload.error(problem, path)
+    upload.start()
+    return upload.finish(path, size)
 
-    try:
-        client = _client(credentials)
-    except ValueError as exc:  # botocore raises ValueError for a malformed endpoint URL or region
-        raise fail(f"cannot set up the S3 client: {exc}") from None
-    run = _Retrier(retries=retries, backoff_s=backoff_s, log=log, secrets=secrets)
-    metadata = {"sha256": sha256, "manifest-sha256": manifest_sha256}
-    upload_id: str | None = None
-    try:
+
+class ArchiveUpload:
+    """A multipart upload that follows a file while it is written, then completes and verifies it.
+
+    Call :meth:`start`, then :meth:`written` as the file grows (from the thread that owns the
+    log: it also prints progress), then :meth:`finish` with the final size, or :meth:`cancel`.
+    Each request is retried ``retries`` times on transient errors, with exponential backoff from
+    ``backoff_s``; ``workers`` parts are in flight at once (memory: about ``workers + 1`` parts).
+    ``verify_by_download`` also streams the object back and hashes it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        *,
+        credentials: S3Credentials | None,
+        size_hint: int,
+        log: Log = print,
+        retries: int = 3,
+        backoff_s: float = 1.0,
+        part_size: int | None = None,
+        workers: int = WORKERS,
+        verify_by_download: bool = False,
+        interval: float = DEFAULT_INTERVAL_S,
+    ) -> None:
+        self.bucket, prefix = parse_s3_url(url)
+        self.key = prefix + name
+        self.target = f"s3://{self.bucket}/{self.key}"
+        self._name = name
+        self._credentials = credentials
+        self._secrets = credentials.secrets() if credentials else []
+        self._log = log
+        self._part = _part_size(size_hint, part_size)
+        self._workers = max(1, workers)
+        self._verify_by_download = verify_by_download
+        self._notes: collections.deque[str] = collections.deque()
+        self._run = Retrier(retries=retries, backoff_s=backoff_s, log=self._notes.append, secrets=self._secrets)
+        self._meter = ProgressMeter("upload", size_hint, log, interval=interval)
+        self._cond = threading.Condition()
+        self._path: Path | None = None
+        self._fd: int | None = None
+        self._mark = 0  # bytes of the file that are final
+        self._final: int | None = None
+        self._stop = False
+        self._failed = threading.Event()
+        self._error: str | None = None
+        self._upload_id: str | None = None
+        self._aborted = False
+        self._client: Any = None
+        self._result: UploadResult | None = None
+        self._thread = threading.Thread(target=self._main, name=f"upload {name}", daemon=True)
+
+    @property
+    def uploaded(self) -> int:
+        """Bytes of parts the store has confirmed so far."""
+        return self._meter.done
+
+    def start(self) -> None:
+        """Set up the client (a malformed endpoint fails here) and start the upload's thread."""
+        try:
+            self._client = make_client(self._credentials, max_pool=self._workers + 2)
+        except ValueError as exc:  # botocore raises ValueError for a malformed endpoint URL or region
+            raise self.error(f"cannot set up the S3 client: {exc}", self._path) from None
+        self._log(
+            f"uploading to {self.target} while the archive is written: parts of {_mib(self._part)}, "
+            f"{self._workers} at a time, each with its SHA-256 checksum"
+        )
+        self._thread.start()
+
+    def written(self, path: Path, size: int) -> None:
+        """The first ``size`` bytes of ``path`` are final (they never change again)."""
+        with self._cond:
+            self._open(path)
+            self._mark = size
+            self._cond.notify_all()
+        self.tick()
+
+    def _open(self, path: Path) -> None:
+        """Open the file once, from the caller's thread: the packer renames it when done, and the
+        open descriptor keeps reading the same file (called with the condition held)."""
+        self._path = path
+        if self._fd is None and not self._failed.is_set():
+            try:
+                self._fd = os.open(path, os.O_RDONLY)
+            except OSError as exc:
+                self._error = f"cannot read the local archive ({exc.strerror or exc})"
+                self._failed.set()
+
+    def tick(self) -> None:
+        """Print queued notes and, when one is due, a progress line (the log's own thread only)."""
+        while self._notes:
+            self._log(self._notes.popleft())
+        self._meter.tick()
+
+    def finish(self, path: Path, size: int) -> UploadResult:
+        """The file is complete at ``path`` with ``size`` bytes: send the rest, complete, verify."""
+        with self._cond:
+            self._open(path)
+            self._mark, self._final = size, size
+            self._cond.notify_all()
+        self._meter.total = size
+        try:
+            while self._thread.is_alive():
+                self._thread.join(0.2)
+                self.tick()
+        except BaseException:  # Ctrl-C, Cog's cancel: leave no orphaned parts behind
+            self.cancel()
+            raise
+        self.tick()
+        if self._error is not None or self._result is None:
+            raise self.error(self._error or "the upload stopped without a result", path)
+        self._meter.finish()
+        result = self._result
+        self._log(f"uploaded and verified {result.url} ({_mib(result.size)}, sha256 {result.sha256})")
+        return result
+
+    def cancel(self) -> None:
+        """Stop: no more parts, and the multipart upload is aborted (its parts are deleted)."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._failed.set()
+        self._abort()
+        while self._notes:
+            self._log(self._notes.popleft())
+
+    # --- the upload's thread ------------------------------------------------------------------
+
+    def error(self, reason: str, path: Path | None) -> UploadError:
+        """The error for a failed upload of ``path`` (redacted; it names where the archive is kept)."""
+        kept = f"; the local archive is kept at {path}" if path is not None else ""
+        return UploadError(redact(f"upload to {self.target} failed: {reason}{kept}", self._secrets))
+
+    def _main(self) -> None:
+        try:
+            self._upload()
+        except Failed as exc:
+            self._error = str(exc)
+        except OSError as exc:  # reading the local file
+            self._error = f"cannot read the local archive ({exc.strerror or exc})"
+        except BaseException as exc:  # never lost silently: finish() raises it as an UploadError
+            self._error = redact(f"{type(exc).__name__}: {exc}", self._secrets)
+        finally:
+            with self._cond:
+                fd, self._fd = self._fd, None
+            if fd is not None:
+                os.close(fd)
+        if self._error is not None:
+            self._failed.set()
+            self._notes.append(redact(f"upload to {self.target} failed: {self._error}", self._secrets))
+            self._abort()
+
+    def _abort(self) -> None:
+        with self._cond:
+            upload_id, self._upload_id = self._upload_id, None
+            if upload_id is None or self._aborted:
+                return
+            self._aborted = True
+        abort_multipart(self._client, self.bucket, self.key, upload_id, self._notes.append)
+
+    def _upload(self) -> None:
+        client, run = self._client, self._run
         created = run(
             "start the multipart upload",
             lambda: client.create_multipart_upload(
-                Bucket=bucket,
-                Key=key,
-                ChecksumAlgorithm="SHA256",
-                ContentType="application/gzip",
-                Metadata=metadata,
+                Bucket=self.bucket, Key=self.key, ChecksumAlgorithm="SHA256", ContentType="application/gzip"
             ),
         )
         upload_id = str(created["UploadId"])
-        done, composite = _send_parts(client, run, bucket, key, upload_id, path, size, parts, sha256, log)
+        with self._cond:
+            self._upload_id = upload_id
+            canceled = self._stop
+        if canceled:  # while the upload was being created: cancel() found nothing to abort yet
+            self._abort()
+            return
+        sent = self._send_parts(upload_id)
+        if sent is None:
+            return
+        parts, digests, size, sha256 = sent
         completed = run(
             "complete the multipart upload",
             lambda: client.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done}
+                Bucket=self.bucket, Key=self.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             ),
         )
-        upload_id = None
+        with self._cond:
+            self._upload_id = None  # complete: nothing to abort any more
+        composite = hashlib.sha256(b"".join(digests)).digest()
+        _verify(client, run, self.bucket, self.key, size, sha256, composite, len(parts), self._verify_by_download,
+                self._notes.append)  # fmt: skip
+        checksum_key = self.key + ".sha256"
+        line = f"{sha256}  {self._name}\n".encode()
+        run(
+            "write the sha256 file",
+            lambda: client.put_object(
+                Bucket=self.bucket,
+                Key=checksum_key,
+                Body=line,
+                ContentType="text/plain",
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=base64.b64encode(hashlib.sha256(line).digest()).decode(),
+            ),
+        )
         etag = str(completed.get("ETag", "")).strip('"')
-        _verify(client, run, bucket, key, size, sha256, composite, len(done), verify_by_download, log)
-    except _Failed as exc:
-        if upload_id is not None:
-            _abort(client, bucket, key, upload_id, log)
-        raise fail(str(exc)) from None
-    except OSError as exc:  # reading the local file mid-way
-        if upload_id is not None:
-            _abort(client, bucket, key, upload_id, log)
-        raise fail(f"cannot read the local archive ({exc.strerror or exc})") from None
-    except BaseException:  # Ctrl-C: still leave no orphaned parts behind
-        if upload_id is not None:
-            _abort(client, bucket, key, upload_id, log)
-        raise
-    log(f"uploaded and verified {target} ({_mib(size)}, sha256 {sha256})")
-    return UploadResult(url=target, key=key, size=size, sha256=sha256, etag=etag)
+        self._result = UploadResult(
+            self.target, self.key, size, sha256, etag, checksum_url=f"s3://{self.bucket}/{checksum_key}"
+        )
 
+    def _next_part(self, offset: int) -> tuple[int, int] | None:
+        """Wait until the part at ``offset`` is final; (file descriptor, its length), or None once
+        stopped or done."""
+        with self._cond:
+            while not (self._stop or self._failed.is_set()):
+                if self._fd is not None and self._final is not None:
+                    left = self._final - offset
+                    return (self._fd, min(self._part, left)) if left > 0 else None
+                if self._fd is not None and self._mark - offset >= self._part:
+                    return self._fd, self._part
+                self._cond.wait(1.0)
+        return None
 
-class _Failed(Exception):
-    """A request failed for good (message already redacted)."""
+    def _send_parts(self, upload_id: str) -> tuple[list[dict[str, Any]], list[bytes], int, str] | None:
+        whole = hashlib.sha256()
+        futures: list[Future[tuple[dict[str, Any], bytes]]] = []
+        slots = threading.Semaphore(self._workers)
+        offset = 0
+        with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="upload-part") as pool:
+            while (nxt := self._next_part(offset)) is not None:
+                fd, length = nxt
+                data = os.pread(fd, length, offset)
+                if len(data) != length:
+                    raise Failed("the local archive shrank while it was being uploaded")
+                whole.update(data)
+                number = len(futures) + 1
+                if number > _MAX_PARTS:
+                    raise Failed(f"the archive needs more than {_MAX_PARTS} parts of {_mib(self._part)}")
+                if not self._wait_for_slot(slots):
+                    break
+                future = pool.submit(self._send_part, upload_id, number, data)
+                future.add_done_callback(lambda _: slots.release())
+                futures.append(future)
+                offset += length
+        for future in futures:  # the first failure, in part order
+            if (exc := future.exception()) is not None:
+                raise exc
+        if self._stop or self._failed.is_set() or self._final is None:
+            return None
+        if offset != self._final:
+            raise Failed(f"sent {offset} bytes, but the archive has {self._final}")
+        results = [f.result() for f in futures]
+        return [r[0] for r in results], [r[1] for r in results], offset, whole.hexdigest()
 
+    def _wait_for_slot(self, slots: threading.Semaphore) -> bool:
+        """Wait until fewer than ``workers`` parts are in flight; False once a part failed."""
+        while not slots.acquire(timeout=0.5):
+            if self._failed.is_set():
+                return False
+        if self._failed.is_set():  # the part that freed the slot failed
+            slots.release()
+            return False
+        return True
 
-class _Retrier:
-    def __init__(self, *, retries: int, backoff_s: float, log: Log, secrets: list[str]) -> None:
-        self.retries = max(0, retries)
-        self.backoff_s = backoff_s
-        self.log = log
-        self.secrets = secrets
-
-    def __call__(self, what: str, call: Callable[[], T]) -> T:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        attempt = 0
-        while True:
-            try:
-                return call()
-            except (ClientError, BotoCoreError, _Transient) as exc:
-                reason = _redact(_describe_error(exc), self.secrets)
-                if not _is_transient(exc) or attempt >= self.retries:
-                    tries = f" after {attempt + 1} attempts" if attempt else ""
-                    raise _Failed(f"could not {what}{tries}: {reason}") from None
-                delay = min(self.backoff_s * 2**attempt, 30.0)
-                attempt += 1
-                self.log(f"could not {what} ({reason}); retry {attempt}/{self.retries} in {delay:.1f}s")
-                time.sleep(delay)
-
-
-class _Transient(Exception):
-    """A retryable problem we detected ourselves (a part checksum the server disagrees with)."""
-
-
-def _send_parts(
-    client: Any,
-    run: _Retrier,
-    bucket: str,
-    key: str,
-    upload_id: str,
-    path: Path,
-    size: int,
-    part_size: int,
-    sha256: str,
-    log: Log,
-) -> tuple[list[dict[str, Any]], bytes]:
-    done: list[dict[str, Any]] = []
-    digests: list[bytes] = []
-    whole = hashlib.sha256()
-    count = max(1, math.ceil(size / part_size))
-    with path.open("rb") as f:
-        for number in range(1, count + 1):
-            # One part in memory at a time: memory is bounded by the part size.
-            data = f.read(part_size)
-            whole.update(data)
+    def _send_part(self, upload_id: str, number: int, data: bytes) -> tuple[dict[str, Any], bytes]:
+        try:
             digest = hashlib.sha256(data).digest()
             checksum = base64.b64encode(digest).decode()
 
-            def send(data: bytes = data, number: int = number, checksum: str = checksum) -> Any:
-                reply = client.upload_part(
-                    Bucket=bucket,
-                    Key=key,
+            def send() -> Any:
+                reply = self._client.upload_part(
+                    Bucket=self.bucket,
+                    Key=self.key,
                     UploadId=upload_id,
                     PartNumber=number,
                     Body=data,
@@ -291,21 +421,22 @@ def _send_parts(
                 )
                 echoed = reply.get("ChecksumSHA256")
                 if echoed is not None and echoed != checksum:
-                    raise _Transient(f"the server computed SHA-256 {echoed} for part {number}, we sent {checksum}")
+                    raise Transient(f"the server computed SHA-256 {echoed} for part {number}, we sent {checksum}")
                 return reply
 
-            reply = run(f"upload part {number}/{count}", send)
-            done.append({"PartNumber": number, "ETag": reply["ETag"], "ChecksumSHA256": checksum})
-            digests.append(digest)
-            log(f"part {number}/{count} uploaded ({_mib(len(data))})")
-    if whole.hexdigest() != sha256:
-        raise _Failed("the local archive changed while it was being uploaded; is another process writing it?")
-    return done, hashlib.sha256(b"".join(digests)).digest()
+            reply = self._run(f"upload part {number}", send)
+        except BaseException:
+            self._failed.set()
+            with self._cond:
+                self._cond.notify_all()
+            raise
+        self._meter.add(len(data))
+        return {"PartNumber": number, "ETag": reply["ETag"], "ChecksumSHA256": checksum}, digest
 
 
 def _verify(
     client: Any,
-    run: _Retrier,
+    run: Retrier,
     bucket: str,
     key: str,
     size: int,
@@ -318,10 +449,7 @@ def _verify(
     head = run("check the uploaded object", lambda: client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED"))
     remote_size = head.get("ContentLength")
     if remote_size != size:
-        raise _Failed(f"the uploaded object has {remote_size} bytes, the local archive {size}")
-    remote_meta = (head.get("Metadata") or {}).get("sha256")
-    if remote_meta != sha256:
-        raise _Failed(f"the uploaded object's sha256 metadata is {remote_meta!r}, expected {sha256}")
+        raise Failed(f"the uploaded object has {remote_size} bytes, the local archive {size}")
     reported = head.get("ChecksumSHA256")
     expected = base64.b64encode(composite).decode()
     if reported is not None:
@@ -329,13 +457,13 @@ def _verify(
         # moto leaves out the "-<parts>" suffix. Both forms name the same composite.
         value, _, suffix = str(reported).partition("-")
         if value != expected or (suffix and suffix != str(parts)):
-            raise _Failed(f"the store reports checksum {reported}, the uploaded parts give {expected}-{parts}")
-        log("verified: size, sha256 metadata and composite SHA-256 checksum match")
+            raise Failed(f"the store reports checksum {reported}, the uploaded parts give {expected}-{parts}")
+        log("verified: size and composite SHA-256 checksum match")
     if reported is None or by_download:
         # Some S3-compatible stores report no checksum: hash the object as it streams back.
         digest = run("read the object back", lambda: _remote_sha256(client, bucket, key))
         if digest != sha256:
-            raise _Failed(f"the object read back has sha256 {digest}, the local archive {sha256}")
+            raise Failed(f"the object read back has sha256 {digest}, the local archive {sha256}")
         log("verified: the object read back has the local archive's sha256")
 
 
@@ -348,83 +476,6 @@ def _remote_sha256(client: Any, bucket: str, key: str) -> str:
     finally:
         body.close()
     return digest.hexdigest()
-
-
-def _abort(client: Any, bucket: str, key: str, upload_id: str, log: Log) -> None:
-    """Best effort: leave no orphaned parts behind (they cost money) once we give up."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-    except (ClientError, BotoCoreError):
-        log(f"could not abort the multipart upload {upload_id}; remove its parts with abort-multipart-upload")
-
-
-def _client(credentials: S3Credentials | None) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    creds = credentials or S3Credentials()
-    endpoint = creds.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    config = Config(
-        retries={"mode": "standard", "max_attempts": 1},  # retries are ours, per part
-        connect_timeout=10,
-        read_timeout=120,
-    )
-    return boto3.client(
-        "s3",
-        aws_access_key_id=creds.access_key_id,
-        aws_secret_access_key=creds.secret_access_key,
-        aws_session_token=creds.session_token,
-        region_name=creds.region,
-        endpoint_url=endpoint or None,
-        config=config,
-    )
-
-
-def _is_transient(exc: BaseException) -> bool:
-    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
-
-    if isinstance(exc, _Transient | ConnectionError | HTTPClientError):
-        return True
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return error.get("Code") in _TRANSIENT_CODES or status >= 500 or status == 429
-    return False
-
-
-def _describe_error(exc: BaseException) -> str:
-    from botocore.exceptions import ClientError, NoCredentialsError
-
-    if isinstance(exc, NoCredentialsError):
-        return "no S3 credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or pass credentials"
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code, message = error.get("Code", "?"), error.get("Message", "")
-        hint = {
-            "NoSuchBucket": "; create the bucket or fix the upload URL",
-            "AccessDenied": "; the credentials may not write to this bucket",
-            "InvalidAccessKeyId": "; check the access key",
-            "SignatureDoesNotMatch": "; check the secret key",
-        }.get(str(code), "")
-        return f"{code}: {message}{hint}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _redact(text: str, secrets: list[str]) -> str:
-    # Longest first, so a secret containing another is hidden whole. Values under 4
-    # characters are not credentials and would shred every word they occur in.
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return _USERINFO_RE.sub("//***@", text)  # credentials inside an endpoint URL
-
-
-def _safe_endpoint(endpoint: str | None) -> str | None:
-    if endpoint is None:
-        return None
-    return _USERINFO_RE.sub("//***@", endpoint)
 
 
 def _part_size(size: int, requested: int | None) -> int:
