@@ -74,6 +74,8 @@ def test_cache_path_that_is_a_file(run_cli: Callable[..., subprocess.CompletedPr
     assert f"the cache directory {blocker} is not usable: it is a file, not a directory" in res.stderr
     res = run_cli("plan", str(cfg), env={"TRTLLM_BUILDER_CACHE": str(blocker / "sub")})
     assert res.returncode == 2 and "is a file, not a directory" in res.stderr
+    res = run_cli("warm-parsers", "--cache-dir", str(blocker))  # would report parsers "cached" in it
+    assert res.returncode == 3 and f"the cache directory {blocker} is not usable" in res.stderr
     assert blocker.read_text() == "not a dir"
 
 

@@ -143,13 +143,15 @@ def _cmd_plan(ns: argparse.Namespace) -> int:
 
 
 def _cmd_warm_parsers(ns: argparse.Namespace) -> int:
+    from .modelcache import writable_cache_dir
     from .parsers import ParserCache, discover_programs
     from .pipeline import default_cache_dir
     from .tree import find_tree
     from .versions import trtllm_version
 
     tree = find_tree(ns.trtllm_dir)
-    cache = ParserCache(ns.cache_dir or default_cache_dir(), version=trtllm_version(tree.root), jobs=ns.jobs)
+    cache_dir = writable_cache_dir(ns.cache_dir or default_cache_dir())  # else nothing would be cached
+    cache = ParserCache(cache_dir, version=trtllm_version(tree.root), jobs=ns.jobs)
     results = cache.lookup_many(discover_programs(tree.examples))
     failed = [r for r in results if r.spec is None]
     for r in results:
