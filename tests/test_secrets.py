@@ -249,3 +249,4 @@ def test_config_errors_and_the_manifest_copy_hold_no_secret() -> None:
     assert "hf_passedAsAnArg1234" not in raw
     assert cfg.raw["model_tar_url"] == f"https://models.s3.amazonaws.com/llama.tar.gz?{MASK}"
     assert redact_config({"model": {"id": "https://h/m?sig=abcdefghij"}}) == {"model": {"id": f"https://h/m?{MASK}"}}
+    assert redact_config({"model": {"id": "someone/hf_tinyllama2"}}) == {"model": {"id": "someone/hf_tinyllama2"}}

@@ -323,7 +323,7 @@ _SECRET_KEY_LINE = re.compile(
     r"""(?:^|[\s{,'"-])["']?\w*(?:token|secret|password|passwd|api_key|access_key)["']?\s*:(.*)""", re.I
 )
 _URL = re.compile(r"""[a-z][a-z0-9+.-]*://[^\s'"<>]+""", re.I)
-_HF_LIKE = re.compile(r"\bhf_[A-Za-z0-9]{8,}")
+_HF_LIKE = re.compile(r"\bhf_[A-Za-z0-9]{30,}")  # a token: hf_ + 34; not a repo named hf_...
 _WORD = re.compile(r"""[^\s'"{}\[\],:#!&*|>]+""")
 
 
