@@ -27,13 +27,15 @@ from typing import IO, Any
 
 from cog import BaseRunner, Input, Path, Secret
 
-from trtllm_builder.argv import redact
 from trtllm_builder.config import BuildConfig
 from trtllm_builder.configsource import read_config_text
-from trtllm_builder.errors import BuilderError, ConfigError, SetupError
+from trtllm_builder.errors import ConfigError, SetupError
 from trtllm_builder.gpu import detect_gpus
+from trtllm_builder.modelcache import writable_cache_dir
 from trtllm_builder.pipeline import BuildOptions, build, default_cache_dir, prepare
 from trtllm_builder.plan import Plan
+from trtllm_builder.secrets import collect, mask, scrub
+from trtllm_builder.secrets import hf_token as resolve_hf_token
 from trtllm_builder.sources import ModelRef, classify, fetch_model, remote_size
 from trtllm_builder.stepcache import CACHE_MAX_SIZE_ENV, cache_bound_from_env
 from trtllm_builder.tree import TrtllmTree, find_tree
@@ -54,13 +56,16 @@ def metric_key(name: str) -> str:
 
 
 class _Log:
-    """The pipeline's log sink: one ``print`` per line (what Cog captures), secrets redacted."""
+    """The pipeline's log sink: one ``print`` per line (what Cog captures), every form of every secret masked."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
-        self.secrets = [s for s in secrets if s]
+        self.secrets = collect(secrets)
+
+    def add(self, secrets: Sequence[str]) -> None:
+        self.secrets = collect([*self.secrets, *secrets])
 
     def __call__(self, line: str) -> None:
-        print(redact(line, self.secrets), flush=True)
+        print(mask(line, self.secrets), flush=True)
 
 
 class _Workspace:
@@ -172,7 +177,7 @@ class Predictor(BaseRunner):  # type: ignore[misc]  # cog ships no type informat
         """Check the image (quick: no import of TensorRT-LLM) and clean up after earlier servers."""
         self._tree, versions = check_image()
         self._workspace = _Workspace(FsPath(tempfile.gettempdir()) / PREDICTIONS_DIR_NAME)
-        self._cache_max_bytes = server_cache_bound(default_cache_dir())
+        self._cache_max_bytes = server_cache_bound(writable_cache_dir(default_cache_dir()))
         self._workspace.sweep()
         gpus = ", ".join(f"{g.name} (sm {g.compute_capability})" for g in detect_gpus()) or "none visible"
         print(
@@ -226,11 +231,12 @@ class Predictor(BaseRunner):  # type: ignore[misc]  # cog ships no type informat
             description="Endpoint of an S3-compatible store (MinIO, R2, ...) for `upload_url`; default AWS S3.",
         ),
     ) -> Path:
+        # as given: prepare() and build() strip it and refuse a malformed one (secrets.hf_token)
         token = (hf_token.get_secret_value() if hf_token is not None else None) or None
+        log = _Log(collect([token], env=os.environ))  # the server's own credentials too
         s3 = _s3_credentials(aws_access_key_id, aws_secret_access_key, aws_session_token, s3_endpoint_url)
-        log = _Log([token] if token else [])
         if s3 is not None:
-            log.secrets.extend(s3.secrets())
+            log.add(s3.secrets())
         self._workspace.sweep()
         pdir = self._workspace.new()
         try:
@@ -245,7 +251,7 @@ class Predictor(BaseRunner):  # type: ignore[misc]  # cog ships no type informat
                 hf_token=token,
                 output_format=None if output_format == "config" else output_format,
             )
-            log.secrets.extend(cfg.secrets)
+            log.add(collect(cfg.secrets, urls=[cfg.model.tar_url]))
             if dry_run:
                 return Path(self._dry_run(cfg, plan, token, pdir / "out", log))
             out = pdir / "out" / cfg.output.name
@@ -265,8 +271,8 @@ class Predictor(BaseRunner):  # type: ignore[misc]  # cog ships no type informat
         except BaseException as exc:
             # Failure or cancel: nothing of this prediction is kept (work dir, partial archive).
             self._workspace.discard(pdir)
-            if isinstance(exc, BuilderError) and redact(str(exc), log.secrets) != str(exc):
-                raise BuilderError(redact(str(exc), log.secrets)) from None
+            # Cog puts the message in the reply's `error`: masked, type (and exit code) kept
+            scrub(exc, log.secrets)
             raise
 
     def _metric(self, name: str, value: float) -> None:
@@ -280,7 +286,7 @@ class Predictor(BaseRunner):  # type: ignore[misc]  # cog ships no type informat
             # used in place: checking it is listing it
             size: int | None = fetch_model(ref, token=None, cache_dir=default_cache_dir(), log=log).size_bytes
         else:
-            size = remote_size(ref, token=token or cfg.hf_token)
+            size = remote_size(ref, token=resolve_hf_token(token, cfg.hf_token))
         shown = f"{size / 2**20:.1f} MiB" if size is not None else "size unknown"
         log(f"model `{cfg.model.id}` ({kind}) is reachable: {shown}")
         doc: dict[str, Any] = {
@@ -291,6 +297,6 @@ class Predictor(BaseRunner):  # type: ignore[misc]  # cog ships no type informat
         out_dir.mkdir()
         out = out_dir / "plan.json"
         tmp = out.with_suffix(".tmp")
-        tmp.write_text(redact(json.dumps(doc, indent=2), log.secrets) + "\n", encoding="utf-8")
+        tmp.write_text(mask(json.dumps(doc, indent=2), log.secrets) + "\n", encoding="utf-8")
         os.replace(tmp, out)
         return out

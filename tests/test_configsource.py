@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from slowserver import slow_server
 
 from trtllm_builder.configsource import MAX_CONFIG_BYTES, read_config_text
 from trtllm_builder.errors import ConfigError, FetchError
@@ -162,3 +163,41 @@ def test_local_paths(tmp_path: Path) -> None:
 def test_unsupported_scheme() -> None:
     with pytest.raises(ConfigError, match=r"unsupported scheme `s3://`"):
         read_config_text("s3://bucket/build.yaml")
+
+
+# --- the deadline covers the whole request (issue #14, item 10) ------------------------------------
+
+
+def test_trickled_headers_hit_the_deadline() -> None:
+    """A byte of header every 0.2 s: no single read times out, the request as a whole must."""
+    with slow_server("headers", interval=0.2) as srv:
+        start = time.monotonic()
+        with pytest.raises(
+            FetchError, match=r"did not answer within 1 s \(the deadline covers connecting, the headers"
+        ):
+            read_config_text(srv.url + "/config.yaml?X-Amz-Signature=s3cr3tsig", timeout=1.0)
+        took = time.monotonic() - start
+    assert 0.9 < took < 3, took
+
+
+def test_trickled_body_hits_the_deadline_and_is_never_taken_as_the_config() -> None:
+    with slow_server("body", interval=0.05, body=b"model_id: x\n" * 100) as srv:
+        start = time.monotonic()
+        with pytest.raises(FetchError, match=r"did not answer within 1 s"):
+            read_config_text(srv.url + "/config.yaml", timeout=1.0)
+    assert time.monotonic() - start < 3
+
+
+def test_plan_with_a_config_server_that_trickles_headers_ends(
+    monkeypatch: pytest.MonkeyPatch, standin_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trtllm_builder import cli, configsource
+
+    monkeypatch.setattr(configsource, "CONFIG_TIMEOUT", 1.0)
+    with slow_server("headers", interval=0.2) as srv:
+        start = time.monotonic()
+        code = cli.main(["plan", srv.url + "/config.yaml"])
+        took = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert code == 2 and "did not answer within 1 s" in err, err
+    assert took < 4, took

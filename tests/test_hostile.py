@@ -45,6 +45,7 @@ build:
   args: {{model_dir: ./c-model/gpt2/1-gpu, output_dir: ./engine_outputs/}}
 """
 
+SIG = "sigSECRETsigSECRET0123456789abcdef"
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
     for p, c in zip("abcdefgh", "bcdefghi", strict=True)
@@ -189,6 +190,49 @@ CASES: dict[str, tuple[Callable[[str], str | bytes], int, str]] = {
         2,
         r"extra_key: unknown key",
     ),
+    # --- secrets in configs that fail (issue #14, items 8 and 12): never echoed
+    "yaml error on the token line": (
+        raw("model_id: x\nexample_name: gpt\nhf_token: hf_SECRETSECRETSECRET123: oops\n"),
+        2,
+        r"is not valid YAML: line 3, column \d+: mapping values are not allowed here",
+    ),
+    "unterminated quote on the token line": (
+        raw("model_id: x\nexample_name: gpt\nhf_token: 'hf_SECRETSECRETSECRET123\n"),
+        2,
+        r"is not valid YAML: line 3, column 11: while scanning a quoted scalar",
+    ),
+    "token as a tag": (raw("hf_token: !hf_SECRETSECRETSECRET123 x\n"), 2, r"could not determine a constructor"),
+    "token of the wrong type": (
+        lambda m: GOOD.format(model=m) + "hf_token: 123456789012345\n",
+        2,
+        r"hf_token: Input should be a valid string \(got \*+\)",
+    ),
+    "token with a space inside": (
+        lambda m: GOOD.format(model=m) + 'hf_token: "hf_SECRET SECRETSECRET123"\n',
+        2,
+        r"the config's `hf_token` is malformed: it has a space at character 10 of 25",
+    ),
+    "token with a line break inside": (
+        lambda m: GOOD.format(model=m) + 'hf_token: "hf_SECRET\\nSECRETSECRET123"\n',
+        2,
+        r"the config's `hf_token` is malformed: it has a line break at character 10",
+    ),
+    "signed tar url that is not http": (
+        lambda m: (
+            f"model:\n  id: x\n  tar_url: 'ftp://h/m.tar?X-Amz-Signature={SIG}'\n"
+            + GOOD.format(model=m).split("\n", 2)[2]
+        ),
+        2,
+        r"`model_tar_url` must be an http\(s\) URL, got `ftp://h/m.tar\?\*{10}`",
+    ),
+    "signed tar url with a revision": (
+        lambda m: (
+            f"model:\n  id: x\n  revision: main\n  tar_url: 'https://h/m.tar?X-Amz-Signature={SIG}'\n"
+            + GOOD.format(model=m).split("\n", 2)[2]
+        ),
+        2,
+        r"`revision` applies to Hugging Face repos, not to `model_tar_url`",
+    ),
 }
 
 
@@ -239,7 +283,8 @@ def test_hostile_config(case: str, world: dict[str, Path], tmp_path: Path, capsy
     before = {k: v for k, v in before.items() if not k.endswith(("hostile.yaml", "standin.log"))}
     assert after == before
     assert not (tmp_path / "out").exists()
-    assert "hf_SECRETSECRETSECRET123" not in out
+    for secret in ("hf_SECRETSECRETSECRET123", "SECRET SECRETSECRET123", "123456789012345", SIG):
+        assert secret not in out, out
     assert not Path("/tmp/pwned").exists()
 
 

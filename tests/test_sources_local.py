@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import hubserver
 import pytest
+from conftest import CliRun
 from hubserver import HubServer
 
 from trtllm_builder.errors import ConfigError, FetchError, PreflightError
-from trtllm_builder.sources import ModelRef, classify, fetch_model, remote_size, tokenizer_files
+from trtllm_builder.sources import ModelRef, check_ref, classify, fetch_model, remote_size, tokenizer_files
+
+hub_server = hubserver.hub_server  # the fixture
 
 
 def _model_dir(root: Path) -> Path:
@@ -276,3 +281,107 @@ def test_tarball_download_dropping_every_time_fails_clearly(files_server: HubSer
     with pytest.raises(FetchError, match=r"kept failing after 150000 bytes .*check the network and run again"):
         fetch_model(ModelRef("m", tar_url=files_server.endpoint + "/m.tar"), token=None, cache_dir=tmp_path / "c")
     assert not [p for p in (tmp_path / "c" / "tars").iterdir() if p.is_dir()]
+
+
+# -- links out of a local model directory (issue #14, item 5) -----------------------------------
+
+
+def test_links_out_of_a_local_model_dir_are_refused(tmp_path: Path) -> None:
+    model = _model_dir(tmp_path / "m")
+    outside = tmp_path / "elsewhere" / "shadow"
+    outside.parent.mkdir()
+    outside.write_text("root:$6$secret-hash")
+    (model / "tokenizer.json").unlink()
+    (model / "tokenizer.json").symlink_to("/etc/passwd")
+    (model / "vocab.txt").symlink_to(outside)
+    (model / "sub" / "up").symlink_to("../../elsewhere")  # a directory link out, never followed
+    for call in (
+        lambda: check_ref(ModelRef(str(model))),  # plan time
+        lambda: fetch_model(ModelRef(str(model)), token=None, cache_dir=tmp_path / "c"),  # build time
+    ):
+        with pytest.raises(ConfigError) as info:
+            call()
+        msg = str(info.value)
+        assert f"local model directory {model} has links that resolve outside it" in msg
+        assert "`tokenizer.json` -> /etc/passwd" in msg
+        assert f"`vocab.txt` -> {outside}" in msg
+        assert f"`sub/up` -> {outside.parent}" in msg
+        assert "copy the real files into the directory" in msg
+
+
+def test_links_inside_a_local_model_dir_are_fine(tmp_path: Path) -> None:
+    model = _model_dir(tmp_path / "m")
+    (model / "tok.json").symlink_to("tokenizer.json")
+    (model / "sub" / "cfg.json").symlink_to("../config.json")
+    (model / "alias").symlink_to("sub")
+    via = tmp_path / "via-link"
+    via.symlink_to(model)  # the model dir itself may be reached through a link
+    assert check_ref(ModelRef(str(via))) == "local"
+    got = fetch_model(ModelRef(str(via)), token=None, cache_dir=tmp_path / "c")
+    assert "tok.json" in got.files and [p.name for p in tokenizer_files(got.path)].count("tok.json") == 0
+
+
+def test_a_huggingface_hub_cache_snapshot_is_a_valid_local_model(
+    hub_server: HubServer, tmp_path: Path, run_cli: CliRun, tiny_model: Callable[..., Path]
+) -> None:
+    """A snapshot as huggingface_hub itself lays it out: ``snapshots/<sha>/<file> -> ../../blobs/<etag>``."""
+    from huggingface_hub import snapshot_download
+
+    src = tiny_model("llama")
+    files = {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()}
+    sha = hub_server.add_repo("org/tiny-llama", files)
+    snap = Path(snapshot_download("org/tiny-llama", cache_dir=tmp_path / "hf", endpoint=hub_server.endpoint))
+    assert snap == tmp_path / "hf" / "models--org--tiny-llama" / "snapshots" / sha
+    link = snap / "tokenizer_config.json"
+    assert link.is_symlink() and os.readlink(link).startswith("../../blobs/")  # what huggingface_hub made
+    assert check_ref(ModelRef(str(snap))) == "local"
+
+    cfg = tmp_path / "snap.yaml"
+    cfg.write_text(
+        f"model: {{id: {snap}}}\ntrtllm: {{example: llama}}\nsteps:\n"
+        "  - {name: convert, script: convert_checkpoint.py, args: {dtype: float16}}\n"
+        "  - {name: build, command: trtllm-build, args: {max_batch_size: 4}}\n"
+    )
+    out = tmp_path / "e.tar.gz"
+    res = run_cli("build", str(cfg), "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    with tarfile.open(out) as tar:
+        packed = tar.extractfile("tokenizer_config.json")
+        assert packed is not None and packed.read() == files["tokenizer_config.json"]
+
+    # ...but a snapshot's link into some other folder is not one of its blobs
+    (snap / "vocab.txt").symlink_to(tmp_path / "hf" / "models--org--tiny-llama" / "refs" / "main")
+    with pytest.raises(ConfigError, match=r"`vocab.txt` -> .*/refs/main"):
+        check_ref(ModelRef(str(snap)))
+
+
+def test_cli_refuses_a_model_dir_with_links_out_before_any_step(
+    run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
+    good = tiny_model("llama", name="good")
+    model = tiny_model("llama")
+    (model / "tokenizer.json").unlink()
+    (model / "tokenizer.json").symlink_to("/etc/passwd")
+
+    def config(model_dir: Path) -> str:
+        path = tmp_path / f"{model_dir.name}.yaml"
+        path.write_text(
+            f"model: {{id: {model_dir}}}\ntrtllm: {{example: llama}}\nsteps:\n"
+            "  - {name: convert, script: convert_checkpoint.py, args: {dtype: float16}}\n"
+            "  - {name: build, command: trtllm-build, args: {max_batch_size: 4}}\n"
+        )
+        return str(path)
+
+    out = str(tmp_path / "e.tar.gz")
+    for args in (
+        ["plan", config(model)],
+        ["build", config(model), "-o", out],
+        ["build", config(good), "--model-dir", str(model), "-o", out],
+    ):
+        res = run_cli(*args)
+        assert res.returncode == 2, res.stderr
+        assert "has links that resolve outside it: `tokenizer.json` -> /etc/passwd" in res.stderr
+    assert not (tmp_path / "e.tar.gz").exists()
+    log = tmp_path / "standin.log"
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    assert not [c for c in calls if "--help" not in c["argv"] and c["script"] != "nvidia-smi"], "a step ran"

@@ -19,9 +19,11 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from .config import ArgValue
 from .errors import ConfigError
+from .secrets import MASK, mask
 
 __all__ = ["PLACEHOLDER_RE", "display", "flag_values", "placeholders_in", "redact", "render_args", "substitute"]
 
+_PLACEHOLDER = "TRTLLM_BUILDER_MASKED_SECRET"
 PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
 
 
@@ -85,13 +87,14 @@ def substitute(token: str, values: Mapping[str, str]) -> str:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret value replaced by ``**********``."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, "**********")
-    return text
+    """``text`` with every form of every secret replaced by ``**********`` (see :mod:`.secrets`)."""
+    return mask(text, secrets)
 
 
 def display(argv: Sequence[str], secrets: Sequence[str] = ()) -> str:
     """A copy-pasteable shell line with secrets replaced by ``**********``."""
-    return redact(shlex.join(argv), secrets)
+    secrets = list(secrets)
+    # Each element first (shell quoting could split a secret that has quotes or spaces), through a
+    # placeholder that needs no quoting, so a masked element reads `--t **********`, not `'**********'`.
+    hidden = [mask(a, secrets).replace(MASK, _PLACEHOLDER) for a in argv]
+    return mask(shlex.join(hidden).replace(_PLACEHOLDER, MASK), secrets)

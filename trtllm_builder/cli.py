@@ -126,35 +126,40 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_plan(ns: argparse.Namespace) -> int:
-    from .pipeline import default_cache_dir, prepare
+    from .pipeline import BuildOptions, build_secrets, default_cache_dir, prepare
     from .preflight import check_machine
+    from .secrets import mask
 
-    _, plan = prepare(
+    config, plan = prepare(
         ns.config, trtllm_dir=ns.trtllm_dir, work_dir=ns.work_dir, backend_dir=ns.backend_dir, upload=ns.upload
     )
     # the same machine checks `build` makes first; `plan` reports them and still succeeds
-    findings = check_machine(plan, cache_dir=default_cache_dir())
+    findings = check_machine(plan, cache_dir=default_cache_dir(), token=config.hf_token)
+    # text and JSON alike show argv as `build` logs it: every form of every secret masked
+    hidden = build_secrets(config, BuildOptions(output=Path("plan"), upload=ns.upload))
     if ns.json:
         data = plan.to_json()
         data["preflight"] = [{"level": f.level, "message": f.message} for f in findings]
-        print(json.dumps(data, indent=2))
+        print(mask(json.dumps(data, indent=2), hidden))
     else:
-        print(plan.describe())
+        print(mask(plan.describe(), hidden))
         for f in findings:
-            print(f"preflight {f}")
+            print(mask(f"preflight {f}", hidden))
         if not findings:
             print("preflight: this machine can run the plan")
     return 0
 
 
 def _cmd_warm_parsers(ns: argparse.Namespace) -> int:
+    from .modelcache import writable_cache_dir
     from .parsers import ParserCache, discover_programs
     from .pipeline import default_cache_dir
     from .tree import find_tree
     from .versions import trtllm_version
 
     tree = find_tree(ns.trtllm_dir)
-    cache = ParserCache(ns.cache_dir or default_cache_dir(), version=trtllm_version(tree.root), jobs=ns.jobs)
+    cache_dir = writable_cache_dir(ns.cache_dir or default_cache_dir())  # else nothing would be cached
+    cache = ParserCache(cache_dir, version=trtllm_version(tree.root), jobs=ns.jobs)
     results = cache.lookup_many(discover_programs(tree.examples))
     failed = [r for r in results if r.spec is None]
     for r in results:
@@ -168,7 +173,8 @@ def _cmd_warm_parsers(ns: argparse.Namespace) -> int:
 
 
 def _cmd_build(ns: argparse.Namespace) -> int:
-    from .pipeline import BuildOptions, build, default_cache_dir, prepare
+    from .pipeline import BuildOptions, build, build_secrets, default_cache_dir, prepare
+    from .secrets import scrub
 
     config, plan = prepare(
         ns.config,
@@ -194,6 +200,10 @@ def _cmd_build(ns: argparse.Namespace) -> int:
     )
     try:
         result = build(config, plan, opts)
+    except BuilderError as exc:
+        scrub(exc, build_secrets(config, opts))  # errors are printed by main(): never with a secret
+        _err(f"the work dir {plan.work_dir} is kept for inspection")
+        raise
     except BaseException:
         _err(f"the work dir {plan.work_dir} is kept for inspection")
         raise

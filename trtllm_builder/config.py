@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 from .recipes import Recipe, recipe_problems
+from .secrets import MASK, SECRET_KEYS, mask, secrets_in_text
 from .yamlsafe import load_yaml
 
 __all__ = [
@@ -179,7 +180,6 @@ class BuildConfig:
 
 _PROJECT_KEYS = frozenset(ProjectModel.model_fields)
 _LEGACY_KEYS = frozenset(LegacyModel.model_fields)
-_SECRET_KEYS = frozenset({"hf_token"})
 
 
 def _did_you_mean(word: str, options: Any) -> str:
@@ -188,11 +188,15 @@ def _did_you_mean(word: str, options: Any) -> str:
 
 
 def redact_config(data: Any) -> Any:
-    """A copy of the raw config with every secret value replaced by ``**********``."""
+    """A copy of the raw config with every secret replaced by ``**********``: the values of secret keys
+    (``hf_token`` ..., at any depth) and, in any string, the secret parts of URLs (a signed
+    ``model_tar_url``'s query) and anything shaped like a token (see secrets.py)."""
     if isinstance(data, dict):
-        return {k: ("**********" if k in _SECRET_KEYS and v else redact_config(v)) for k, v in data.items()}
+        return {k: (MASK if k in SECRET_KEYS and v else redact_config(v)) for k, v in data.items()}
     if isinstance(data, list):
         return [redact_config(v) for v in data]
+    if isinstance(data, str):
+        return mask(data, secrets_in_text(data))
     return data
 
 

@@ -1,47 +1,47 @@
 """Read the pipeline config's text from an http(s) URL or a local path; parsing is config.py's job.
 
-Remote configs are read with connect/read timeouts, an overall deadline and a size cap enforced while
-streaming, so a wrong URL (a model file, an endless stream, a stalled server) fails in seconds with a
-message that says what was wrong.
+Remote configs are read under one deadline over the whole request (connecting, headers, body: see
+deadline.py) and a size cap enforced while streaming, so a wrong URL (a model file, an endless
+stream, a stalled server, one that trickles its headers) fails in seconds with a message that says
+what was wrong. URLs are shown with their query masked (signed URLs carry credentials there).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
 import urllib3
 
+from .deadline import Deadline, DeadlineExceeded, send
 from .errors import ConfigError, FetchError
+from .secrets import mask_url
 from .yamlsafe import MAX_CONFIG_BYTES
 
 __all__ = ["MAX_CONFIG_BYTES", "display_url", "read_config_text"]
 
 _CHUNK = 64 * 1024
+CONFIG_TIMEOUT = 30.0  # seconds for the whole request: connecting, headers and body
 
 
 def display_url(url: str) -> str:
-    """``url`` without credentials or query string (signed URLs carry secrets there)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "…" if parts.query else "", ""))
+    """``url`` as it may be shown: without credentials, its query masked (signed URLs carry secrets there)."""
+    return mask_url(url)
 
 
-def read_config_text(source: str | Path, *, timeout: float = 30.0) -> str:
+def read_config_text(source: str | Path, *, timeout: float | None = None) -> str:
     """The text of the config at ``source``: an ``http(s)://`` URL, a ``file://`` URL or a local path.
 
-    Never reads more than ``MAX_CONFIG_BYTES + 1`` bytes. ``timeout`` bounds connecting, each read,
-    and the whole transfer. Raises ``ConfigError`` when the source is wrong (missing, HTTP 4xx, too
-    large, binary or not UTF-8) and ``FetchError`` when the network failed (unreachable, timeout, 5xx).
+    Never reads more than ``MAX_CONFIG_BYTES + 1`` bytes. ``timeout`` (default :data:`CONFIG_TIMEOUT`)
+    bounds the whole request: connecting, the headers and the body. Raises ``ConfigError`` when the
+    source is wrong (missing, HTTP 4xx, too large, binary or not UTF-8) and ``FetchError`` when the
+    network failed (unreachable, timeout, 5xx).
     """
     text = str(source)
     scheme = urlsplit(text).scheme.lower() if isinstance(source, str) else ""
     if scheme in ("http", "https"):
-        data = _read_url(text, timeout=timeout)
+        data = _read_url(text, timeout=CONFIG_TIMEOUT if timeout is None else timeout)
         where = display_url(text)
     elif scheme == "file":
         path = Path(unquote(urlsplit(text).path))
@@ -73,9 +73,13 @@ def _read_path(path: Path) -> bytes:
 
 def _read_url(url: str, *, timeout: float) -> bytes:
     shown = display_url(url)
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)  # the whole request: connecting, the headers, the body
     try:
-        with requests.get(url, stream=True, timeout=(timeout, timeout), headers={"Accept": "text/*, */*"}) as r:
+        with send(
+            "GET", url, deadline=deadline, headers={"Accept": "text/*, */*"}, connect_timeout=timeout,
+            read_timeout=timeout,
+        ) as exchange:  # fmt: skip
+            r = exchange.response
             if r.status_code >= 500:
                 raise FetchError(f"config URL {shown} answered HTTP {r.status_code}: the server failed; try again")
             if r.status_code >= 400:
@@ -86,17 +90,20 @@ def _read_url(url: str, *, timeout: float) -> bytes:
             buf = bytearray()
             while len(buf) <= MAX_CONFIG_BYTES:
                 # Bounded reads: never more than the cap + 1 byte off the wire, however much is sent.
-                chunk = r.raw.read1(min(_CHUNK, MAX_CONFIG_BYTES + 1 - len(buf)), decode_content=True)
+                chunk = r.raw.read(min(_CHUNK, MAX_CONFIG_BYTES + 1 - len(buf)), decode_content=True)
                 if not chunk:
+                    if deadline.expired:  # the watchdog closed the socket: an end that only looks like one
+                        raise DeadlineExceeded(f"no complete answer within {timeout:g} s")
                     return bytes(buf)
                 buf += chunk
-                if time.monotonic() > deadline:
-                    raise FetchError(f"config URL {shown} took longer than {timeout:g} s to send its content")
             raise ConfigError(_too_large(shown))
-    except (requests.Timeout, urllib3.exceptions.TimeoutError) as e:
-        raise FetchError(f"config URL {shown} did not answer within {timeout:g} s") from e
-    except (requests.RequestException, urllib3.exceptions.HTTPError) as e:
-        raise FetchError(f"cannot fetch config URL {shown}: {type(e).__name__}") from e
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+        if deadline.expired or isinstance(e, requests.Timeout | urllib3.exceptions.TimeoutError):
+            raise FetchError(
+                f"config URL {shown} did not answer within {timeout:g} s (the deadline covers connecting, "
+                "the headers and the body): check the URL, and that the server is up and not overloaded"
+            ) from None
+        raise FetchError(f"cannot fetch config URL {shown}: {type(e).__name__}") from None
 
 
 def _too_large(where: str) -> str:

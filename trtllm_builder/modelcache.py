@@ -18,12 +18,13 @@ import fcntl
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FetchError, PreflightError
+from .errors import FetchError, PreflightError, SetupError
 
 __all__ = [
     "CacheEntry",
@@ -34,6 +35,7 @@ __all__ = [
     "locked",
     "publish",
     "tar_entry",
+    "writable_cache_dir",
 ]
 
 logger = logging.getLogger("trtllm_builder")
@@ -138,6 +140,40 @@ def check_free_disk(target: Path, *, model_bytes: int, multiplier: float, what: 
             f"({model_bytes / GIB:.1f} GiB of model files x {multiplier:g}) but only {free / GIB:.1f} GiB "
             f"are free in {target}; free some space or point the cache at a larger disk"
         )
+
+
+_WHY = {
+    errno.EROFS: "it is on a read-only file system",
+    errno.EACCES: "this user may not write there",
+    errno.EPERM: "this user may not write there",
+    errno.ENOTDIR: "it (or a folder above it) is a file, not a directory",
+    errno.EEXIST: "it is a file, not a directory",
+    errno.ENOSPC: "its disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+}
+
+
+def writable_cache_dir(path: Path) -> Path:
+    """``path``, created if need be, once a file could be written in it.
+
+    The one check every user of the cache relies on (the parser cache at plan time, downloads, the
+    step cache): a read-only or foreign cache fails here, first, with a ``SetupError`` that names the
+    directory and the fix, instead of an ``OSError`` from whichever part touches it first.
+    """
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        why = _WHY.get(e.errno or 0, e.strerror or type(e).__name__)
+        raise SetupError(
+            f"the cache directory {path} is not usable: {why} ({e.strerror or e}). The cache holds parsers, "
+            "downloaded models and finished steps, so it must be writable: point TRTLLM_BUILDER_CACHE (or "
+            f"--cache-dir) at a writable directory, or make {path} writable by this user"
+        ) from None
+    return path
 
 
 def is_disk_full(error: OSError) -> bool:

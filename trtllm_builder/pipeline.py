@@ -21,9 +21,10 @@ from . import __version__, disk
 from .argv import display, redact
 from .config import BuildConfig, load_config
 from .configsource import read_config_text
-from .errors import OutputError, PreflightError, SetupError
+from .errors import ConfigError, OutputError, PreflightError, SetupError
 from .gpu import GpuInfo, detect_gpus
 from .layout import Found, describe_dir, inspect_dir, locate
+from .modelcache import writable_cache_dir
 from .package import sha256_file, write_archive
 from .parsers import ParserCache
 from .plan import Plan, PlannedStep, make_plan
@@ -31,6 +32,9 @@ from .preflight import check_machine, raise_for_errors
 from .progress import DEFAULT_INTERVAL_S
 from .recipes import resolve_recipe
 from .runner import run_step
+from .secrets import collect as collect_secrets
+from .secrets import hf_token as hf_token_of
+from .secrets import mask_url, scrub, secrets_in_text, step_environment
 from .serving import check_outputs, run_smoke_test, triton_members, triton_summary
 from .sources import FetchedModel, ModelRef, check_ref, fetch_model, tokenizer_files
 from .stepcache import CachedStep, Hold, StepCache, content_hash, step_key
@@ -39,7 +43,7 @@ from .upload import S3Credentials, UploadResult, pack_and_upload
 from .versions import trtllm_version
 from .workdir import default_work_dir, owned_work_dir, remove_inside
 
-__all__ = ["BuildOptions", "BuildResult", "StepRecord", "build", "default_cache_dir", "prepare"]
+__all__ = ["BuildOptions", "BuildResult", "StepRecord", "build", "build_secrets", "default_cache_dir", "prepare"]
 
 Log = Callable[[str], None]
 Metric = Callable[[str, float], None]
@@ -124,9 +128,17 @@ def prepare(
     and cached in ``cache_dir``). A ``recipe:`` reads the model's config.json first (a local file,
     or that one small file from the Hub; ``model_dir`` overrides the config's model).
     """
+    cache = writable_cache_dir(cache_dir or default_cache_dir())
     if text is None:
         text = read_config_text(config_source)
-    config = load_config(text, source=str(config_source))
+    # a config URL's query (a signature) must not appear in the config's errors
+    source = mask_url(config_source) if isinstance(config_source, str) else str(config_source)
+    try:
+        config = load_config(text, source=source)
+    except ConfigError as exc:  # pydantic quotes wrong values: never a secret's
+        raise scrub(exc, secrets_in_text(text)) from None
+    config = dataclasses.replace(config, hf_token=(config.hf_token or "").strip() or None)
+    token = hf_token_of(hf_token, config.hf_token)  # refuses a malformed token before any request
     if output_format is not None and output_format != config.output.format:
         # an override of output.format (the predictor's input); triton options only go with triton
         triton = config.output.triton if output_format == "triton" else None
@@ -137,23 +149,27 @@ def prepare(
     check_ref(ModelRef(str(model_dir)) if model_dir else ModelRef(model.id, model.revision, model.tar_url))
     tree = find_tree(trtllm_dir)
     # --- args checked against the real parsers; recipes expanded (see parsers.py, recipes.py) ---
-    cache = cache_dir or default_cache_dir()
-    config = resolve_recipe(config, token=hf_token, cache_dir=cache, local_dir=model_dir)
+    config = resolve_recipe(config, token=token, cache_dir=cache, local_dir=model_dir)
     parsers = ParserCache(cache, version=trtllm_version(tree.root))
     plan = make_plan(config, tree, work_dir or default_work_dir(text), parsers=parsers)
     check_outputs(config, tree, backend=backend_dir, upload=upload, plan=plan, parsers=parsers)
     return config, plan
 
 
-def _secrets(config: BuildConfig, opts: BuildOptions) -> list[str]:
-    return [s for s in (opts.hf_token, config.hf_token, os.environ.get("HF_TOKEN")) if s]
+def build_secrets(config: BuildConfig, opts: BuildOptions) -> list[str]:
+    """Every form of every secret a build knows (see secrets.py): the list its sinks mask."""
+    s3 = opts.s3_credentials.secrets() if opts.s3_credentials else []
+    return collect_secrets(
+        [opts.hf_token, config.hf_token, *s3],
+        urls=[config.model.tar_url, config.output.upload, opts.upload],
+        env=opts.env if opts.env is not None else os.environ,
+    )
 
 
 def _step_env(opts: BuildOptions, token: str | None) -> dict[str, str]:
-    env = dict(opts.env if opts.env is not None else os.environ)
+    # no credential of the environment (AWS keys ...) reaches a step; the HF token only through HF_TOKEN
+    env = step_environment(opts.env if opts.env is not None else os.environ, hf_token=token)
     env["PYTHONUNBUFFERED"] = "1"  # so a Python step's output arrives line by line
-    if token:
-        env["HF_TOKEN"] = token  # secrets reach steps through the environment only
     return env
 
 
@@ -253,10 +269,9 @@ def _manifest(
 def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
     """Run the plan and write the archive to ``opts.output``. Raises a ``BuilderError`` on failure."""
     log = opts.log
-    secrets = _secrets(config, opts)
-    if opts.s3_credentials:
-        secrets += opts.s3_credentials.secrets()
-    token = opts.hf_token or config.hf_token
+    secrets = build_secrets(config, opts)
+    token = hf_token_of(opts.hf_token, config.hf_token)
+    writable_cache_dir(opts.cache_dir)
     out_plan = check_outputs(config, plan.tree, backend=opts.backend_dir, upload=opts.upload)
     for step in plan.steps:
         if step.program and not os.path.isabs(step.program[0]) and shutil.which(step.program[0]) is None:

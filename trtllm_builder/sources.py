@@ -17,8 +17,7 @@ from urllib.parse import unquote, urlsplit
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
 
-from . import hub, modelcache, tarball
-from .configsource import display_url
+from . import hub, modelcache, secrets, tarball
 from .errors import ConfigError, FetchError
 from .hub import TOKENIZER_FILES
 
@@ -26,6 +25,7 @@ __all__ = [
     "TOKENIZER_FILES",
     "FetchedModel",
     "ModelRef",
+    "check_local_dir",
     "check_ref",
     "classify",
     "fetch_model",
@@ -77,7 +77,7 @@ def classify(ref: ModelRef) -> SourceKind:
     """
     if ref.tar_url is not None:
         if urlsplit(ref.tar_url).scheme not in ("http", "https"):
-            raise ConfigError(f"`model_tar_url` must be an http(s) URL, got `{display_url(ref.tar_url)}`")
+            raise ConfigError(f"`model_tar_url` must be an http(s) URL, got `{secrets.mask_url(ref.tar_url)}`")
         if ref.revision is not None:
             raise ConfigError("`revision` applies to Hugging Face repos, not to `model_tar_url`; remove it")
         return "tar"
@@ -101,7 +101,8 @@ def classify(ref: ModelRef) -> SourceKind:
 
 
 def check_ref(ref: ModelRef) -> SourceKind:
-    """:func:`classify`, plus the checks that need no network: a local model must have a config.json."""
+    """:func:`classify`, plus the checks that need no network: a local model must have a config.json
+    and no file that resolves outside it (:func:`check_local_dir`)."""
     kind = classify(ref)
     if kind == "local":
         path = local_path(ref.id).resolve()
@@ -110,12 +111,59 @@ def check_ref(ref: ModelRef) -> SourceKind:
                 f"local model directory {path} has no config.json: point the model id at a Hugging Face "
                 "model directory (config.json, weights, tokenizer files)"
             )
+        check_local_dir(path)
     return kind
 
 
+def _hf_cache_blobs(root: Path) -> Path | None:
+    """``<repo>/blobs`` when ``root`` is a snapshot of a huggingface_hub cache (``<repo>/snapshots/<sha>``).
+
+    huggingface_hub stores each file once in ``blobs/`` and links it from every snapshot with a
+    relative link (``snapshots/<sha>/config.json -> ../../blobs/<etag>``): those links are the model.
+    """
+    if root.parent.name != "snapshots":
+        return None
+    blobs = root.parent.parent / "blobs"
+    return blobs.resolve() if blobs.is_dir() else None
+
+
+def _inside(root: Path, path: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def check_local_dir(path: Path) -> None:
+    """Refuse a local model directory with links that resolve outside it.
+
+    A build reads the model's files and packs its tokenizer files into the archive (and so into an
+    upload): ``tokenizer.json -> /etc/passwd`` would ship that file. Links inside the directory, and
+    a huggingface_hub cache snapshot's links into its ``blobs/``, are fine. Directory links are
+    checked, never followed, so a link to ``/`` costs nothing.
+    """
+    root = Path(path).resolve()
+    allowed = [root] + [b for b in (_hf_cache_blobs(root),) if b is not None]
+    escapes: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            link = Path(dirpath) / name
+            if not link.is_symlink():
+                continue
+            target = Path(os.path.realpath(link))
+            if not any(_inside(a, target) for a in allowed):
+                escapes.append(f"`{link.relative_to(root).as_posix()}` -> {target}")
+    if escapes:
+        shown = ", ".join(escapes[:10]) + (f" and {len(escapes) - 10} more" if len(escapes) > 10 else "")
+        raise ConfigError(
+            f"local model directory {root} has links that resolve outside it: {shown}. A build reads the "
+            "model's files and packs its tokenizer files into the archive, so it refuses them: copy the real "
+            "files into the directory (e.g. `cp -rL`), or remove the links"
+        )
+
+
 def hf_token(token: str | None) -> str | None:
-    """The token to use: the ``hf_token`` secret, else ``HF_TOKEN``; never a token stored on disk."""
-    return token or os.environ.get("HF_TOKEN", "").strip() or None
+    """The token to use, stripped and checked: ``token`` (the ``hf_token`` input or the config's), else
+    ``HF_TOKEN``; never a token stored on disk. ``ConfigError`` for a malformed one (see secrets.py)."""
+    return secrets.hf_token(token)
 
 
 def remote_size(ref: ModelRef, *, token: str | None) -> int | None:
@@ -148,6 +196,7 @@ def fetch_model(
     revision: str | None = None
     if kind == "hf":
         tok = hf_token(token)
+        hidden = secrets.collect([token, tok])
         try:
             path, revision = hub.fetch(
                 ref.id,
@@ -155,10 +204,10 @@ def fetch_model(
                 token=tok,
                 cache_dir=cache_dir,
                 free_disk_multiplier=free_disk_multiplier,
-                log=lambda line: log(hub.redact(line, tok)),
+                log=lambda line: log(secrets.mask(line, hidden)),
             )
         except FetchError as e:
-            redacted = hub.redact(str(e), tok)
+            redacted = secrets.mask(str(e), hidden)
             if redacted == str(e):
                 raise
             raise FetchError(redacted) from None
@@ -171,6 +220,7 @@ def fetch_model(
                 f"local model directory {path} has no config.json: point the model id at a Hugging Face "
                 "model directory (config.json, weights, tokenizer files)"
             )
+        check_local_dir(path)
         log(f"using local model directory {path} in place")
     files, size = modelcache.list_files(path)
     return FetchedModel(path=path, id=ref.id, source=kind, revision=revision, size_bytes=size, files=files)

@@ -1,4 +1,8 @@
-"""Strict YAML loading: safe types only, no aliases, no duplicate keys, bounded size."""
+"""Strict YAML loading: safe types only, no aliases, no duplicate keys, bounded size.
+
+Errors say where (line, column) and what, never quote the source: PyYAML's own message shows the
+line it failed on, and that line may be ``hf_token: hf_...``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .secrets import mask, secrets_in_text
 
 __all__ = ["MAX_CONFIG_BYTES", "load_yaml"]
 
@@ -63,8 +68,25 @@ def load_yaml(text: str | bytes, *, source: str = "config") -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader derives from SafeLoader
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(mask(f"{source}: {exc}", secrets_in_text(text))) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source} is not valid YAML: {exc}") from exc
-    except RecursionError as exc:
-        raise ConfigError(f"{source} nests too deeply") from exc
+        raise ConfigError(mask(f"{source} is not valid YAML: {_describe(exc)}", secrets_in_text(text))) from None
+    except RecursionError:
+        raise ConfigError(f"{source} nests too deeply") from None
+
+
+def _describe(exc: yaml.YAMLError) -> str:
+    """The error without PyYAML's snippet of the source: the line it quotes may hold a secret (``hf_token``).
+
+    Line and column say where; the problem and its context say what (their quoted text is masked
+    by the caller when it looks like a secret).
+    """
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return type(exc).__name__
+    parts: list[str] = []
+    for what, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark)):
+        if what is None and mark is None:
+            continue
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        parts.append(": ".join(p for p in (where, what) if p))
+    return "; ".join(dict.fromkeys(parts)) or type(exc).__name__
