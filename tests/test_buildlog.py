@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tarfile
 import time
 from collections.abc import Callable
@@ -95,6 +96,13 @@ def test_a_chatty_step_through_the_cli(run_cli: CliRun, tmp_path: Path, tiny_mod
         member = tar.extractfile("build.log")
         assert member is not None
         full = member.read().decode().splitlines()
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    # the step records carry the runner's last figures: the build step's output dir is what was packed
+    sizes = {f["path"]: f["size"] for f in manifest["files"]}
+    convert, build = manifest["steps"]
+    assert build["output_bytes"] == sizes["rank0.engine"] + sizes["config.json"]
+    assert convert["output_bytes"] > 0 and all(s["peak_rss_bytes"] > 1 << 20 for s in (convert, build))
+    assert "build.log" in sizes
     assert len([line for line in full if "convert_checkpoint.py: line " in line]) == n
     assert full[0].startswith("work dir: ") and any(line.startswith("==> [2/2] build:") for line in full)
     assert took < 60
