@@ -97,7 +97,7 @@ def test_stop_signal_during_a_step_is_handled_like_ctrl_c(
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err[-2000:]
     assert time.monotonic() - start < 15
-    assert f"stopped by {sig.name}: the running step's processes were stopped and partial outputs removed" in err
+    assert f"stopped by {sig.name}: the build and every process it started were stopped, partial outputs removed" in err
     assert "[build] stopping: terminating the step's process group" in err
     assert "the next build reuses its finished steps" in err
     assert_processes_gone(pidfile)

@@ -229,10 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `plan` answers one question, "is this config valid here?": any failure is a 2
         return 2 if ns.command == "plan" else exc.exit_code
     except Interrupted as exc:
-        _err(f"stopped by {exc.signame}: the running step's processes were stopped and partial outputs removed")
+        _err(f"stopped by {exc.signame}: the build and every process it started were stopped, partial outputs removed")
         return exc.exit_code
     except KeyboardInterrupt:
-        _err("interrupted: the running step's processes were stopped and partial outputs removed")
+        _err("interrupted: the build and every process it started were stopped, partial outputs removed")
         return 130
     except BrokenPipeError:
         # e.g. `trtllm-builder plan x | head`: not an error of ours
