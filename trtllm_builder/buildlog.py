@@ -121,8 +121,11 @@ class BuildLog:
     def output(self, line: str) -> None:
         """A line of a step's output (the runner masked it already): kept; shown within the limits."""
         now = self._clock()
-        self._write(line, now)
-        step = self._step_for(line, now)
+        if self._fh is not None and now - self._last_flush < _FLUSH_S:
+            self._fh.write(line + "\n")  # the common case, inline: this runs for every line
+        else:
+            self._write(line, now)
+        step = self._step or self._step_for(line, now)
         step.seen += 1
         if self._allowed(step, len(line), now):
             step.shown += 1
@@ -162,11 +165,12 @@ class BuildLog:
             return False
         if step.seen <= lim.burst_lines:
             return True
-        step.tokens = min(float(lim.bucket), step.tokens + (now - step.refilled) * lim.rate_per_s)
+        tokens = step.tokens + (now - step.refilled) * lim.rate_per_s
         step.refilled = now
-        if step.tokens >= 1:
-            step.tokens -= 1
+        if tokens >= 1:
+            step.tokens = min(float(lim.bucket), tokens) - 1
             return True
+        step.tokens = tokens
         return False
 
     def _note(self, step: _StepCount, now: float) -> None:
