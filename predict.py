@@ -7,7 +7,11 @@ Serve it with ``python -m cog.server.http`` (``COG_PREDICT_TYPE_STUB=predict.py:
   sync reply carries no logs: the pipeline streams every step line through :func:`_Log`, and its
   errors (``StepFailed`` ...) carry step, exit code and last lines in the message itself.
 * Cancel arrives as ``CancelationException`` in this thread; the runner stops the step's process
-  group and re-raises, and :meth:`Predictor.run` then deletes the prediction's directory.
+  group and re-raises, and :meth:`Predictor.run` then deletes the prediction's directory. SIGTERM or
+  SIGHUP to the worker does the same (``trtllm_builder/signals.py``), then the worker exits; and if
+  the worker dies anyway (SIGKILL), each step's supervisor process stops the step's whole tree.
+* A step's output reaches the prediction's logs bounded and rate-limited (coglet sends every log
+  line with every webhook); every line is in ``build.log``, packed beside the manifest.
 * coglet never deletes returned files: every prediction gets its own directory under
   ``$TMPDIR/trtllm-builder-predictions/``, and the next prediction deletes the previous one.
 """
@@ -21,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path as FsPath
 from typing import IO, Any
@@ -36,6 +41,7 @@ from trtllm_builder.pipeline import BuildOptions, build, default_cache_dir, prep
 from trtllm_builder.plan import Plan
 from trtllm_builder.secrets import collect, mask, scrub
 from trtllm_builder.secrets import hf_token as resolve_hf_token
+from trtllm_builder.signals import install_worker_signals, set_interrupt_target
 from trtllm_builder.sources import ModelRef, classify, fetch_model, remote_size
 from trtllm_builder.stepcache import CACHE_MAX_SIZE_ENV, cache_bound_from_env
 from trtllm_builder.tree import TrtllmTree, find_tree
@@ -176,6 +182,7 @@ class Predictor(BaseRunner):  # type: ignore[misc]  # cog ships no type informat
     def setup(self) -> None:
         """Check the image (quick: no import of TensorRT-LLM) and clean up after earlier servers."""
         self._tree, versions = check_image()
+        install_worker_signals()  # setup() runs on the worker's main thread, where handlers can be set
         self._workspace = _Workspace(FsPath(tempfile.gettempdir()) / PREDICTIONS_DIR_NAME)
         self._cache_max_bytes = server_cache_bound(writable_cache_dir(default_cache_dir()))
         self._workspace.sweep()
@@ -239,6 +246,7 @@ class Predictor(BaseRunner):  # type: ignore[misc]  # cog ships no type informat
             log.add(s3.secrets())
         self._workspace.sweep()
         pdir = self._workspace.new()
+        set_interrupt_target(threading.get_ident())  # SIGTERM/SIGHUP interrupt this thread like a cancel
         try:
             text = read_config_text(FsPath(config))
             cfg, plan = prepare(
@@ -274,6 +282,8 @@ class Predictor(BaseRunner):  # type: ignore[misc]  # cog ships no type informat
             # Cog puts the message in the reply's `error`: masked, type (and exit code) kept
             scrub(exc, log.secrets)
             raise
+        finally:
+            set_interrupt_target(None)
 
     def _metric(self, name: str, value: float) -> None:
         self.record_metric(metric_key(name), value)

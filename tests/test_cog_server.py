@@ -14,6 +14,7 @@ import http.server
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -476,3 +477,125 @@ def test_dry_run_returns_the_plan_and_builds_nothing(server: CogServer, world: W
     assert doc["model"] == {"id": str(world.model), "source": "local", "size_bytes": doc["model"]["size_bytes"]}
     assert server.steps_run() == before
     assert [p.name for d in server.prediction_dirs() for p in (d / "out").iterdir()] == ["plan.json"]
+
+
+# --- quiet steps, stop signals, bounded logs (issues #13, #14 items 6, 13) ---------------------------
+
+
+def test_quiet_step_has_its_last_lines_and_a_heartbeat_in_a_webhook(
+    start_server: Callable[..., CogServer], world: World
+) -> None:
+    """The real intervals (20 s, then every 30 s): coglet sends a logs webhook only when a new line
+    arrives, so without the heartbeat the step's last lines wait unseen while it works silently."""
+    pidfile = world.root / "quiet.pids"
+    quiet = start_server("quiet", {"STANDIN_HANG": "trtllm-build", "STANDIN_PIDFILE": str(pidfile)})
+    r = quiet.post(
+        {"config": world.config_url("good.yaml")},
+        id="quiet-1",
+        webhook=f"{world.loopback.url}/hooks",
+        headers={"Prefer": "respond-async"},
+    )
+    assert r.status_code == 202, r.text
+    wait_until(lambda: pidfile.is_file() and len(pidfile.read_text().split()) == 2, 30, "the build step never started")
+    silent_since = time.monotonic()  # the step printed its last line just before writing the pidfile
+    last_line = "[build] [standin] trtllm-build: working (STANDIN_HANG)"
+
+    def flushed() -> bool:
+        with world.loopback.cond:
+            return any(
+                last_line in h["logs"] and "[build] still running: " in h["logs"]
+                for h in world.loopback.hooks
+                if h.get("id") == "quiet-1" and h.get("logs")
+            )
+
+    wait_until(flushed, 40, "no webhook carried the quiet step's last lines and a heartbeat")
+    waited = time.monotonic() - silent_since
+    assert 19 < waited < 40, waited  # the first heartbeat comes after 20 s of silence, not before
+    hook = next(h for h in reversed(world.loopback.hooks) if h.get("id") == "quiet-1" and "still running" in h["logs"])
+    beat = next(line for line in hook["logs"].splitlines() if "[build] still running: " in line)
+    assert re.fullmatch(
+        r"\[build\] still running: \d+ s, no output for 2\d s, output dir 0 B, peak RSS .+, GPU memory .+", beat
+    ), beat
+    assert requests.post(f"{quiet.url}/predictions/quiet-1/cancel", timeout=10).status_code == 200
+    world.loopback.wait_final_hook("quiet-1", timeout=15)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_stop_signal_to_the_server_group_stops_the_build(
+    start_server: Callable[..., CogServer], world: World, sig: signal.Signals
+) -> None:
+    """As ``kill -TERM -<pgid>`` (or a hang-up) reaches server and worker: the worker stops the step's
+    tree and deletes the prediction's files like a cancel, then exits."""
+    pidfile = world.root / f"stop-{sig.name}.pids"
+    srv = start_server(f"stop-{sig.name}", {"STANDIN_HANG": "trtllm-build", "STANDIN_PIDFILE": str(pidfile)})
+    r = srv.post({"config": world.config_url("good.yaml")}, id=f"stop-{sig.name}", headers={"Prefer": "respond-async"})
+    assert r.status_code == 202, r.text
+    wait_until(lambda: pidfile.is_file() and len(pidfile.read_text().split()) == 2, 30, "the build step never started")
+    pids = [int(p) for p in pidfile.read_text().split()]
+    assert srv.prediction_dirs()
+    os.killpg(srv.proc.pid, sig)
+    wait_until(lambda: not any(alive(p) for p in pids), 5, "the step's processes outlived the signal")
+    wait_until(lambda: srv.prediction_dirs() == [], 10, "the prediction's files were not removed")
+    srv.proc.wait(timeout=20)
+    wait_until(lambda: not _group_alive(srv.proc.pid), 10, "the worker did not exit")
+
+
+def test_sigterm_to_the_server_alone_leaves_no_step_running(
+    start_server: Callable[..., CogServer], world: World
+) -> None:
+    """``docker stop`` signals only the server: coglet ends the worker after its 10 s shutdown wait,
+    and the step's supervisor then stops the step's tree (the next server sweeps the files)."""
+    pidfile = world.root / "stop-server.pids"
+    srv = start_server("stop-server", {"STANDIN_HANG": "trtllm-build", "STANDIN_PIDFILE": str(pidfile)})
+    r = srv.post({"config": world.config_url("good.yaml")}, id="stop-server", headers={"Prefer": "respond-async"})
+    assert r.status_code == 202, r.text
+    wait_until(lambda: pidfile.is_file() and len(pidfile.read_text().split()) == 2, 30, "the build step never started")
+    pids = [int(p) for p in pidfile.read_text().split()]
+    os.kill(srv.proc.pid, signal.SIGTERM)
+    srv.proc.wait(timeout=30)
+    wait_until(lambda: not any(alive(p) for p in pids), 5, "the step's processes outlived the server")
+    wait_until(lambda: not _group_alive(srv.proc.pid), 10, "the worker did not exit")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def test_a_flood_of_output_reaches_the_logs_bounded_and_the_archive_whole(
+    start_server: Callable[..., CogServer], world: World
+) -> None:
+    n = 30_000
+    chatty = start_server("chatty", {"STANDIN_CHATTY": f"convert_checkpoint.py:{n}"})
+    reply = chatty.predict({"config": world.config_url("good.yaml")})
+    assert reply["status"] == "succeeded", reply.get("error")
+    logs = reply["logs"]
+    shown = [line for line in logs.splitlines() if line.startswith("[convert] [standin] convert_checkpoint.py: line ")]
+    assert 500 <= len(shown) < 1000  # the first 500, then 5 lines/s
+    assert shown[:2] == [
+        "[convert] [standin] convert_checkpoint.py: line 0",
+        "[convert] [standin] convert_checkpoint.py: line 1",
+    ]
+    assert re.search(
+        r"\[convert\] \d+ of \d+ output lines were not shown \(the log is bounded\); every line is kept in build\.log",
+        logs,
+    )
+    assert len(logs) < 200_000
+    data = decode_data_uri(reply["output"], "application/gzip")
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        member = tar.extractfile("build.log")
+        assert member is not None
+        full = member.read().decode()
+    kept = [line for line in full.splitlines() if line.startswith("[convert] [standin] convert_checkpoint.py: line ")]
+    assert len(kept) == n and kept[-1].endswith(f"line {n - 1}")
+    assert "==> [2/2] build:" in full and "<== build finished in" in full

@@ -2,7 +2,10 @@
 
 Exit codes: 0 ok; 1 a build/step/packaging failure; 2 an invalid config or a plan that cannot
 succeed here (``plan`` exits 0 or 2, nothing else); 3 a broken setup for ``build`` (no TensorRT-LLM
-tree, missing tools); 130 interrupted.
+tree, missing tools); 130 interrupted by Ctrl-C (SIGINT), 143 stopped by SIGTERM, 129 by SIGHUP
+(128 + the signal's number, as a shell reports a process the signal killed). Every stop signal is
+handled like Ctrl-C: the running step's whole process tree is stopped, the partial archive removed,
+and a line on stderr says so.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import BuilderError
+from .errors import BuilderError, Interrupted
+from .signals import cli_signals
 from .stepcache import cache_bound_from_env, parse_size
 
 __all__ = ["main"]
@@ -200,12 +204,13 @@ def _cmd_build(ns: argparse.Namespace) -> int:
     )
     try:
         result = build(config, plan, opts)
-    except BuilderError as exc:
-        scrub(exc, build_secrets(config, opts))  # errors are printed by main(): never with a secret
-        _err(f"the work dir {plan.work_dir} is kept for inspection")
-        raise
-    except BaseException:
-        _err(f"the work dir {plan.work_dir} is kept for inspection")
+    except BaseException as exc:
+        if isinstance(exc, BuilderError):
+            scrub(exc, build_secrets(config, opts))  # errors are printed by main(): never with a secret
+        if isinstance(exc, (KeyboardInterrupt, Interrupted)):
+            _err(f"the work dir {plan.work_dir} is kept (with build.log); the next build reuses its finished steps")
+        else:
+            _err(f"the work dir {plan.work_dir} is kept for inspection (build.log there has every line)")
         raise
     print(str(result.archive))
     if result.upload is not None:
@@ -234,13 +239,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     handlers = {"plan": _cmd_plan, "build": _cmd_build, "inspect": _cmd_inspect, "warm-parsers": _cmd_warm_parsers}
     try:
-        return handlers[ns.command](ns)
+        with cli_signals():
+            return handlers[ns.command](ns)
     except BuilderError as exc:
         _err(f"error: {exc}")
         # `plan` answers one question, "is this config valid here?": any failure is a 2
         return 2 if ns.command == "plan" else exc.exit_code
+    except Interrupted as exc:
+        _err(f"stopped by {exc.signame}: the build and every process it started were stopped, partial outputs removed")
+        return exc.exit_code
     except KeyboardInterrupt:
-        _err("interrupted")
+        _err("interrupted: the build and every process it started were stopped, partial outputs removed")
         return 130
     except BrokenPipeError:
         # e.g. `trtllm-builder plan x | head`: not an error of ours

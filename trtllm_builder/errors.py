@@ -8,6 +8,7 @@ are translated into these at one boundary, with ``raise ... from``.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "BuilderError",
     "ConfigError",
     "FetchError",
+    "Interrupted",
+    "LeftoverError",
     "OutputError",
     "PackagingError",
     "PreflightError",
@@ -105,6 +108,24 @@ class StepTimeout(StepFailed):
 
 class StepKilled(StepFailed):
     """A step was killed by a signal it did not send itself (often the OOM killer)."""
+
+
+class LeftoverError(BuilderError):
+    """Processes of an earlier, killed run of the same step still hold its lock."""
+
+
+class Interrupted(BaseException):
+    """A stop signal (SIGTERM, SIGHUP) arrived: unwind like Ctrl-C.
+
+    A ``BaseException``, like ``KeyboardInterrupt`` and Cog's cancel, so no ``except Exception``
+    swallows it. ``exit_code`` is the shell's convention, 128 + the signal number.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.signame = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {self.signame}")
 
 
 class OutputError(BuilderError):

@@ -33,7 +33,14 @@ from typing import Any, BinaryIO
 from .errors import PackagingError
 from .progress import DEFAULT_INTERVAL_S, ProgressMeter
 
-__all__ = ["ArchiveFile", "archive_size_bound", "manifest_bytes", "sha256_file", "write_archive"]
+__all__ = [
+    "ArchiveFile",
+    "archive_size_bound",
+    "manifest_bytes",
+    "remove_stale_partials",
+    "sha256_file",
+    "write_archive",
+]
 
 Follow = Callable[[Path, int], object]  # (temp file being written, bytes of it that are final)
 
@@ -323,3 +330,35 @@ def write_archive(
     secs = time.monotonic() - start
     log(f"packed {len(files)} files, {total / 2**20:.1f} MiB, into {dest.name} in {secs:.1f} s")
     return files
+
+
+def remove_stale_partials(dest: Path, *, log: Callable[[str], None] = print) -> list[Path]:
+    """Delete ``.<name>.partial-<pid>`` files next to ``dest`` that a dead run left (its pid is gone).
+
+    A run killed while packing (SIGKILL, a power loss) cannot remove its partial archive itself;
+    the next run does. A partial whose pid is alive belongs to a build still packing: kept.
+    """
+    removed: list[Path] = []
+    prefix = f".{dest.name}.partial-"
+    try:
+        names = os.listdir(dest.parent)
+    except OSError:
+        return removed
+    for name in names:
+        pid_text = name[len(prefix) :] if name.startswith(prefix) else ""
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+            continue  # alive (or another user's): not ours to delete
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        path = dest.parent / name
+        with contextlib.suppress(FileNotFoundError):
+            size = path.stat().st_size
+            path.unlink()
+            removed.append(path)
+            log(f"removed {path} ({size / 2**20:.1f} MiB), a partial archive left by a run that died (pid {pid_text})")
+    return removed

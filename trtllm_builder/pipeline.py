@@ -19,13 +19,14 @@ from typing import Any
 
 from . import __version__, disk
 from .argv import display, redact
+from .buildlog import BUILD_LOG_NAME, BuildLog
 from .config import BuildConfig, load_config
 from .configsource import read_config_text
 from .errors import ConfigError, OutputError, PreflightError, SetupError
 from .gpu import GpuInfo, detect_gpus
 from .layout import Found, describe_dir, inspect_dir, locate
 from .modelcache import writable_cache_dir
-from .package import sha256_file, write_archive
+from .package import remove_stale_partials, sha256_file, write_archive
 from .parsers import ParserCache
 from .plan import Plan, PlannedStep, make_plan
 from .preflight import check_machine, raise_for_errors
@@ -86,6 +87,8 @@ class StepRecord:
     layout: str | None
     cached: bool = False
     skipped: bool = False  # not run: every later step came from the step cache
+    peak_rss_bytes: int | None = None  # the step's process tree (runner/heartbeat); None when cached
+    output_bytes: int | None = None  # in its output dir when it ended
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +100,8 @@ class StepRecord:
             "layout": self.layout,
             "cached": self.cached,
             "skipped": self.skipped,
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "output_bytes": self.output_bytes,
         }
 
 
@@ -268,8 +273,9 @@ def _manifest(
 
 def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
     """Run the plan and write the archive to ``opts.output``. Raises a ``BuilderError`` on failure."""
-    log = opts.log
     secrets = build_secrets(config, opts)
+    # every line goes to build.log; steps' output reaches opts.log bounded (see buildlog.py)
+    log = blog = BuildLog(opts.log, secrets=secrets)
     token = hf_token_of(opts.hf_token, config.hf_token)
     writable_cache_dir(opts.cache_dir)
     out_plan = check_outputs(config, plan.tree, backend=opts.backend_dir, upload=opts.upload)
@@ -289,7 +295,10 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
     raise_for_errors(findings)
     start = time.monotonic()
     with owned_work_dir(plan.work_dir) as work_dir, contextlib.ExitStack() as held:
-        log(f"work dir: {work_dir}")
+        blog.open(work_dir / BUILD_LOG_NAME)
+        held.callback(blog.close)
+        log(f"work dir: {work_dir} (every line of the build is kept in {BUILD_LOG_NAME} there)")
+        remove_stale_partials(opts.output, log=log)
         if opts.model_dir is not None:
             model = fetch_model(ModelRef(str(opts.model_dir)), token=None, cache_dir=opts.cache_dir, log=log)
             model = FetchedModel(model.path, config.model.id, "local", None, model.size_bytes, model.files)
@@ -313,11 +322,11 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
         for i, step in enumerate(plan.steps, 1):
             if cache and step.name in shortcut:
                 found, record = _reuse_tail(
-                    step, i, plan, outputs, cache, shortcut[step.name], held, holds, secrets, log
+                    step, i, plan, outputs, cache, shortcut[step.name], held, holds, secrets, blog
                 )
             else:
                 found, record = _run_or_reuse(
-                    step, i, plan, outputs, cache, keys.get(step.name), held, holds, env, secrets, log
+                    step, i, plan, outputs, cache, keys.get(step.name), held, holds, env, secrets, blog
                 )
             if opts.metric:
                 opts.metric(f"step_{step.name}_seconds", round(record.duration_s, 3))
@@ -350,6 +359,8 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
             members = _engine_members(last_engine, model.path)
         # the packed engine files must still be what their step cache records say (item 4, #14)
         expect = _recorded_hashes(members, holds.values())
+        blog.close()  # packed as it is now; lines from here on are appended after packing
+        members.append((BUILD_LOG_NAME, work_dir / BUILD_LOG_NAME))
         uploaded: UploadResult | None = None
         if out_plan.upload:
             manifest["upload"] = {"url": out_plan.upload}
@@ -359,6 +370,7 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
             )  # fmt: skip
         else:
             write_archive(members, opts.output, manifest, log=log, expect=expect, interval=opts.progress_interval)
+        blog.open(work_dir / BUILD_LOG_NAME, append=True)
         size = opts.output.stat().st_size
         if opts.metric:
             opts.metric("archive_bytes", size)
@@ -384,7 +396,7 @@ def _run_or_reuse(
     holds: dict[str, Hold],
     env: Mapping[str, str],
     secrets: list[str],
-    log: Log,
+    log: BuildLog,
 ) -> tuple[Found | None, StepRecord]:
     work_dir = plan.work_dir
     argv = plan.argv(step, outputs)
@@ -404,19 +416,33 @@ def _run_or_reuse(
                 hit = None
         if hit is not None:
             rc, duration, cached = int(hit.meta.get("exit_code", 0)), float(hit.meta.get("duration_s", 0)), True
+            figures: tuple[int | None, int | None] = (None, None)
         else:
             if step.output_dir.exists() or step.output_dir.is_symlink():
                 remove_inside(work_dir, step.output_dir)
             step.output_dir.mkdir(parents=True, exist_ok=True)
-            res = run_step(argv, name=step.name, cwd=step.cwd, env=env, secrets=secrets, timeout=step.timeout, emit=log)
+            # the step's tree holds these while any of it lives: a rerun never runs beside a leftover
+            locks = [work_dir / ".step.lock"] + ([cache.root / f"{key}.run"] if cache and key else [])
+            log.start_output(step.name)
+            try:
+                res = run_step(
+                    argv, name=step.name, cwd=step.cwd, env=env, secrets=secrets, timeout=step.timeout,
+                    emit=log.output, note=log, output_dir=step.output_dir, locks=locks,
+                )  # fmt: skip
+            finally:
+                log.end_output()
             log(f"<== {step.name} finished in {res.duration_s:.1f} s")
             rc, duration, cached = res.returncode, res.duration_s, False
+            figures = (res.peak_rss_bytes, res.output_bytes)
             found = _verify(step.name, step.expect, step.output_dir, log)
             if cache and key and found is not None:
                 found = _store(cache, key, step, found, rc, duration, held, holds, log)
     where = str(found.path if found else step.output_dir)
     layout = found.layout if found else None
-    record = StepRecord(step.name, [redact(a, secrets) for a in argv], rc, duration, where, layout, cached)
+    record = StepRecord(
+        step.name, [redact(a, secrets) for a in argv], rc, duration, where, layout, cached,
+        peak_rss_bytes=figures[0], output_bytes=figures[1],
+    )  # fmt: skip
     return found, record
 
 

@@ -123,6 +123,14 @@ class Controls:
         """Called once the arguments parsed: garbage, kill, hang and fail controls."""
         if self.selected("STANDIN_GARBAGE")[0]:
             emit_garbage()
+        hit, arg = self.selected("STANDIN_CHATTY")
+        if hit:  # a step that prints a lot, fast (bounded log forwarding)
+            n = int(arg or 1000)
+            for start in range(0, n, 10_000):
+                sys.stdout.write(
+                    "".join(f"[standin] {self.name}: line {i}\n" for i in range(start, min(n, start + 10_000)))
+                )
+            sys.stdout.flush()
         if self.selected("STANDIN_KILL")[0]:
             print(f"[standin] {self.name}: allocating memory ...", flush=True)
             sys.stderr.flush()
