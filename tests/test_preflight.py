@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hubserver
 import pytest
+from conftest import TRTLLM_DIR
 from hubserver import HubServer
 
 from trtllm_builder.config import load_config
@@ -24,7 +25,7 @@ from trtllm_builder.tree import TrtllmTree
 hub_server = hubserver.hub_server  # the fixture
 
 ROOT = Path(__file__).resolve().parent.parent
-TREE = TrtllmTree((ROOT / "tests" / "standin" / "TensorRT-LLM").resolve())
+TREE = TrtllmTree(TRTLLM_DIR.resolve())
 GIB = 1 << 30
 A100 = GpuInfo(0, "NVIDIA A100-SXM4-80GB", "8.0", 81920)
 L40S = GpuInfo(0, "NVIDIA L40S", "8.9", 46068)

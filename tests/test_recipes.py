@@ -12,6 +12,7 @@ from typing import Any
 import hubserver
 import pytest
 import yaml
+from conftest import DEFAULT_RELEASE
 from hubserver import HubServer
 
 from trtllm_builder.config import load_config
@@ -238,8 +239,8 @@ def test_printed_steps_plan_to_the_same_argv(standin_env: dict[str, str], tiny_m
     config, plan = prepare("c.yaml", text=text, work_dir=tmp_path / "work")
     assert config.recipe_source == f"{model}/config.json"
     assert [s.checked_by for s in plan.steps] == [
-        "models/core/qwen/convert_checkpoint.py (0.21.0)",
-        "trtllm-build (0.21.0)",
+        f"models/core/qwen/convert_checkpoint.py ({DEFAULT_RELEASE})",
+        f"trtllm-build ({DEFAULT_RELEASE})",
     ]
     described = plan.describe()
     assert f"recipe expands to (model config read from {model}/config.json)" in described
@@ -257,7 +258,7 @@ def test_build_args_are_checked_against_trtllm_build(standin_env: dict[str, str]
     with pytest.raises(ArgsError) as err:
         prepare("c.yaml", text=text, work_dir=tmp_path / "work")
     assert err.value.problems == [
-        "step `build`: `--max_output_len` is not a flag of trtllm-build (0.21.0); did you mean `--max_seq_len`, "
+        f"step `build`: `--max_output_len` is not a flag of trtllm-build ({DEFAULT_RELEASE}); did you mean `--max_seq_len`, "
         "`--max_input_len`? (`--max_seq_len` replaced it: the input plus the output tokens)",
         "step `build`: `--gemm_swiglu_plugin auto` is not one of fp8, disable",
     ]

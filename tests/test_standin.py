@@ -14,28 +14,32 @@ from pathlib import Path
 
 import pytest
 from modelgen import make_tiny_model
+from standin_world import DEFAULT_RELEASE, OLD_RELEASE, RELEASES, STANDIN_TOOLS, bin_dir, standin_path, tree_dir
 
-STANDIN = Path(__file__).parent / "standin"
-TREE = STANDIN / "TensorRT-LLM"
-BIN = STANDIN / "bin"
+TREE = tree_dir(DEFAULT_RELEASE)
 EX = TREE / "examples"
 CORE = EX / "models" / "core"
-BANNER = "[TensorRT-LLM] TensorRT-LLM version: 0.21.0"
+OLD = tree_dir(OLD_RELEASE) / "examples"
+BANNER = f"[TensorRT-LLM] TensorRT-LLM version: {DEFAULT_RELEASE}"
 
 
-def _env(**extra: str) -> dict[str, str]:
+def _env(release: str = DEFAULT_RELEASE, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STANDIN_", "OMPI_"))}
-    env["PATH"] = os.pathsep.join([str(BIN), str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PATH"] = standin_path(release)
     env.update(extra)
     return env
 
 
-def run(argv: list[str | Path], *, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=_env(**env), cwd=cwd, timeout=60)
+def run(
+    argv: list[str | Path], *, cwd: Path | None = None, release: str = DEFAULT_RELEASE, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, env=_env(release, **env), cwd=cwd, timeout=60
+    )
 
 
-def py(script: Path, *args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, script, *args], **env)
+def py(script: Path, *args: str | Path, release: str = DEFAULT_RELEASE, **env: str) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, script, *args], release=release, **env)
 
 
 def st_header(path: Path) -> dict:
@@ -79,24 +83,43 @@ def engine_tp2(llama_tp2: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
-def test_layout_exists() -> None:
+def _scripts(release: str) -> list[str]:
+    ex = tree_dir(release) / "examples"
+    return sorted(p.relative_to(ex).as_posix() for p in ex.rglob("*.py"))
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_layout_of_current_releases(release: str) -> None:
+    """Exactly the scripts the release has, where it has them (converters only under models/core)."""
+    core = [f"models/core/{fam}/convert_checkpoint.py" for fam in ("gemma", "gpt", "llama", "phi", "qwen")]
+    assert _scripts(release) == sorted([*core, "quantization/quantize.py", "run.py", "utils.py"])
+    ex = tree_dir(release) / "examples"
     for fam in ("gpt", "llama", "qwen", "phi", "gemma"):
-        for name in ("convert_checkpoint.py", "README.md", "requirements.txt"):
-            assert (CORE / fam / name).is_file()
-    assert sorted(p.name for p in (CORE / "mixtral").iterdir()) == ["README.md"]
-    for rel in (
-        "quantization/quantize.py",
-        "run.py",
-        "utils.py",
-        "gpt/convert_checkpoint.py",
-        "llama/convert_checkpoint.py",
-        "gpt/hf_gpt_convert.py",
-        "gpt/build.py",
-    ):
-        assert (EX / rel).is_file(), rel
-    assert '__version__ = "0.21.0"' in (TREE / "tensorrt_llm/version.py").read_text()
-    for exe in ("trtllm-build", "mpirun", "nvidia-smi"):
-        assert os.access(BIN / exe, os.X_OK)
+        assert (ex / "models/core" / fam / "README.md").is_file()
+    assert sorted(p.name for p in (ex / "models/core/mixtral").iterdir()) == ["README.md"]
+    assert f'__version__ = "{release}"' in (tree_dir(release) / "tensorrt_llm/version.py").read_text()
+    assert os.access(bin_dir(release) / "trtllm-build", os.X_OK)
+    for exe in ("mpirun", "nvidia-smi"):
+        assert os.access(STANDIN_TOOLS / exe, os.X_OK)
+
+
+def test_layout_of_the_old_release() -> None:
+    """0.7.1, cog-trt-llm's era: per-model build.py and hf_gpt_convert.py, and no trtllm-build yet."""
+    assert _scripts(OLD_RELEASE) == ["gpt/build.py", "gpt/hf_gpt_convert.py", "llama/build.py"]
+    assert not bin_dir(OLD_RELEASE).exists()
+
+
+@pytest.mark.parametrize("release", [*RELEASES, OLD_RELEASE])
+def test_every_script_claims_its_trees_version(release: str) -> None:
+    ex = tree_dir(release) / "examples"
+    scripts = [p for p in ex.rglob("*.py") if p.name != "utils.py"]
+    for script in scripts:
+        r = py(script, "--help", release=release)
+        assert r.returncode == 0, (script, r.stderr)
+        assert r.stdout.splitlines()[0] == f"[TensorRT-LLM] TensorRT-LLM version: {release}", script
+    if bin_dir(release).exists():
+        r = run(["trtllm-build", "--help"], release=release)
+        assert r.stdout.splitlines()[0] == f"[TensorRT-LLM] TensorRT-LLM version: {release}"
 
 
 def test_banner_precedes_help() -> None:
@@ -195,7 +218,7 @@ def test_trtllm_build_outputs(engine_tp2: Path) -> None:
     assert names == ["config.json", "rank0.engine", "rank1.engine"]
     assert (engine_tp2 / "rank1.engine").stat().st_size == 10000
     cfg = json.loads((engine_tp2 / "config.json").read_text())
-    assert cfg["version"] == "0.21.0"
+    assert cfg["version"] == DEFAULT_RELEASE
     assert cfg["pretrained_config"]["mapping"]["world_size"] == 2
     bc = cfg["build_config"]
     assert bc["max_seq_len"] == 256 and bc["max_input_len"] == 256  # clipped from the 1024 default
@@ -336,7 +359,7 @@ def test_garbage_control(models: dict[str, Path], tmp_path: Path) -> None:
 
 def test_old_style_pair(models: dict[str, Path], tmp_path: Path) -> None:
     r = py(
-        EX / "gpt/hf_gpt_convert.py",
+        OLD / "gpt/hf_gpt_convert.py",
         "-i",
         models["gpt2"],
         "-o",
@@ -345,13 +368,14 @@ def test_old_style_pair(models: dict[str, Path], tmp_path: Path) -> None:
         "1",
         "--storage-type",
         "float16",
+        release=OLD_RELEASE,
     )
     assert r.returncode == 0, r.stderr
     ft = tmp_path / "c-model" / "1-gpu"
     assert (ft / "config.ini").is_file() and (ft / "model.wte.bin").is_file()
     assert (ft / "model.layers.0.attention.query_key_value.weight.0.bin").is_file()
     r = py(
-        EX / "gpt/build.py",
+        OLD / "gpt/build.py",
         "--model_dir",
         ft,
         "--output_dir",
@@ -362,14 +386,40 @@ def test_old_style_pair(models: dict[str, Path], tmp_path: Path) -> None:
         "--remove_input_padding",
         "--max_output_len",
         "32",
+        release=OLD_RELEASE,
     )
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (tmp_path / "eng").iterdir()) == ["config.json", "gpt_float16_tp1_rank0.engine"]
+    # like the real one, build.py saves its timing cache into the output dir
+    assert sorted(p.name for p in (tmp_path / "eng").iterdir()) == [
+        "config.json",
+        "gpt_float16_tp1_rank0.engine",
+        "model.cache",
+    ]
     cfg = json.loads((tmp_path / "eng" / "config.json").read_text())
     assert cfg["builder_config"]["name"] == "gpt" and cfg["builder_config"]["tensor_parallel"] == 1
     assert cfg["plugin_config"]["gpt_attention_plugin"] == "float16"
-    r = py(EX / "gpt/build.py", "--model_dir", tmp_path / "missing")
+    r = py(OLD / "gpt/build.py", "--model_dir", tmp_path / "missing", release=OLD_RELEASE)
     assert r.returncode == 1 and "NoSectionError" in r.stderr
+
+
+def test_old_llama_build_reads_the_hf_model(models: dict[str, Path], tmp_path: Path) -> None:
+    """v0.7 llama/build.py reads the Hugging Face model itself: no conversion step, engines + timing cache out."""
+    argv = ["--model_dir", models["llama"], "--output_dir", tmp_path / "eng", "--use_gpt_attention_plugin"]
+    r = py(OLD / "llama/build.py", *argv, "--world_size", "2", "--tp_size", "2", release=OLD_RELEASE)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "eng").iterdir()) == [
+        "config.json",
+        "llama_float16_tp2_rank0.engine",
+        "llama_float16_tp2_rank1.engine",
+        "model.cache",
+    ]
+    cfg = json.loads((tmp_path / "eng" / "config.json").read_text())
+    assert cfg["builder_config"]["name"] == "llama" and cfg["builder_config"]["tensor_parallel"] == 2
+    assert cfg["plugin_config"]["gpt_attention_plugin"] == "float16"
+    r = py(OLD / "llama/build.py", "--model_dir", models["llama"], "--output_dir", tmp_path / "e2", release=OLD_RELEASE)
+    assert r.returncode == 1 and "LLaMa must use gpt attention plugin" in r.stderr
+    r = py(OLD / "llama/build.py", *argv, "--tp_size", "2", release=OLD_RELEASE)
+    assert r.returncode == 1 and "AssertionError" in r.stderr  # pp_size * tp_size must equal world_size
 
 
 def test_quantize_sets_quant_algo(models: dict[str, Path], tmp_path: Path) -> None:
@@ -402,3 +452,14 @@ def test_modelgen_variants(tmp_path: Path) -> None:
     d = make_tiny_model(tmp_path / "bin", "gpt2", safetensors=False, tokenizer=False)
     assert zipfile.is_zipfile(d / "pytorch_model.bin") and not (d / "tokenizer.json").exists()
     assert "transformer.wte.weight" in st_header(make_tiny_model(tmp_path / "st", "gpt2") / "model.safetensors")
+
+
+def test_trtllm_build_flags_differ_per_release() -> None:
+    """0.21.0 still has the auto-parallel flags; 1.x removed them and marks the engine workflow legacy."""
+    old = run(["trtllm-build", "--help"], release="0.21.0")
+    new = run(["trtllm-build", "--help"], release="1.2.1")
+    for flag in ("--auto_parallel", "--gpus_per_node", "--cluster_key"):
+        assert flag in old.stdout and flag not in new.stdout
+    assert "LEGACY WARNING: trtllm-build" in new.stderr and "LEGACY" not in old.stderr
+    r = py(CORE / "llama/convert_checkpoint.py", "--help")
+    assert "LEGACY WARNING: convert_checkpoint.py" in r.stderr and "FutureWarning" in r.stderr

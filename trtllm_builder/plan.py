@@ -404,6 +404,16 @@ def _plan_step(
     declared: Mapping[str, Path],
     notes: list[str],
 ) -> PlannedStep:
+    args: dict[str, Any] = dict(spec.args)
+    if config.form == "cog-trt-llm":  # before the script lookup: a wrong model path is the clearer error
+        args = {
+            k: (
+                [_rewrite_legacy(x, config.model.id) if isinstance(x, str) else x for x in v]
+                if isinstance(v, list)
+                else (_rewrite_legacy(v, config.model.id) if isinstance(v, str) else v)
+            )
+            for k, v in args.items()
+        }
     expect = _infer_expect(spec)
     script_path: Path | None = None
     if spec.script is not None:
@@ -421,16 +431,6 @@ def _plan_step(
         program = (found or cmd,)
         ident = cmd
 
-    args: dict[str, Any] = dict(spec.args)
-    if config.form == "cog-trt-llm":
-        args = {
-            k: (
-                [_rewrite_legacy(x, config.model.id) if isinstance(x, str) else x for x in v]
-                if isinstance(v, list)
-                else (_rewrite_legacy(v, config.model.id) if isinstance(v, str) else v)
-            )
-            for k, v in args.items()
-        }
     for key, value in args.items():
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, str):

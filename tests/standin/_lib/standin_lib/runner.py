@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .common import TRT_VERSION, Controls, logger, trtllm_version
+from .common import TRT_BY_TRTLLM, Controls, logger, trt_version, trtllm_version
 from .engine import read_engine_header
 from .gpus import cuda_gpus
 
@@ -22,7 +22,6 @@ DEFAULT_HF_MODEL_DIRS = {
     "Qwen2ForCausalLM": "Qwen/Qwen1.5-7B",
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
-TRT_BY_TRTLLM = {"0.21.0": TRT_VERSION, "0.20.0": "10.10.0.31", "0.19.0": "10.9.0.34", "0.18.0": "10.8.0.43"}
 WORDS = [
     "the", "chef", "at", "hotel", "de", "ville", "in", "paris", "where", "he", "was", "a", "great",
     "success", "with", "his", "cooking", "and", "soon", "became", "known", "as", "one", "of", "finest",
@@ -122,7 +121,7 @@ def run(args: argparse.Namespace, controls: Controls) -> None:
     if built_with and built_with != trtllm_version():
         raise RuntimeError(
             "[TensorRT-LLM][ERROR] The engine plan file is not compatible with this version of TensorRT, "
-            f"expecting library version {TRT_BY_TRTLLM.get(trtllm_version(), TRT_VERSION)} got "
+            f"expecting library version {trt_version()} got "
             f"{TRT_BY_TRTLLM.get(built_with, '10.0.1.6')}, please rebuild. (engine built by TensorRT-LLM "
             f"{built_with}, runtime is {trtllm_version()})"
         )

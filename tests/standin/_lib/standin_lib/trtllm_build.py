@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engine
-from .common import elapsed, logger, start, trtllm_version
+from .common import elapsed, legacy_warning, logger, release, start, trtllm_version
 from .gpus import current_gpu
 
 # BuildConfig defaults (tensorrt_llm/builder.py)
@@ -213,10 +213,11 @@ def parse_arguments() -> argparse.ArgumentParser:
         choices=["draft_tokens_external", "lookahead_decoding", "medusa", "explicit_draft_tokens", "eagle"],
     )
     spec.add_argument("--max_draft_len", type=int, default=0)
-    autopp = p.add_argument_group("Auto parallel arguments")
-    autopp.add_argument("--auto_parallel", type=int, default=1)
-    autopp.add_argument("--gpus_per_node", type=int, default=8)
-    autopp.add_argument("--cluster_key", type=str, default=None, choices=CLUSTER_KEYS)
+    if release() < (1, 0):  # auto parallel is gone from 1.x (see the ledger)
+        autopp = p.add_argument_group("Auto parallel arguments")
+        autopp.add_argument("--auto_parallel", type=int, default=1)
+        autopp.add_argument("--gpus_per_node", type=int, default=8)
+        autopp.add_argument("--cluster_key", type=str, default=None, choices=CLUSTER_KEYS)
     plugins = p.add_argument_group("Plugin config arguments")
     add_plugin_argument(plugins)
     return p
@@ -238,6 +239,7 @@ def plugin_config(args: argparse.Namespace, dtype: str) -> dict[str, Any]:
 
 def main(script: str) -> None:
     controls = start(script)
+    legacy_warning("trtllm-build")
     args = parse_arguments().parse_args()
     logger.set_level(args.log_level)
     logger.warning(
@@ -287,6 +289,11 @@ def main(script: str) -> None:
         )
 
     plugins = plugin_config(args, model_config.get("dtype", "float16"))
+    if release() >= (1, 0):
+        assert not plugins["streamingllm"], (
+            "StreamingLLM is no longer supported because attention sink cannot work with the non-cyclic kv cache "
+            "kernel & runtime changes."
+        )
     if args.fast_build:
         plugins["manage_weights"] = True
     if args.build_config is not None:
@@ -383,11 +390,6 @@ def build_config(args: argparse.Namespace, model_config: dict[str, Any], plugins
             "max_lora_rank": args.max_lora_rank,
             "lora_target_modules": args.lora_target_modules or [],
         },
-        "auto_parallel_config": {
-            "world_size": args.auto_parallel,
-            "gpus_per_node": args.gpus_per_node,
-            "cluster_key": args.cluster_key,
-        },
         "weight_sparsity": args.weight_sparsity,
         "weight_streaming": args.weight_streaming,
         "plugin_config": plugins,
@@ -397,4 +399,15 @@ def build_config(args: argparse.Namespace, model_config: dict[str, Any], plugins
         "visualize_network": args.visualize_network,
         "monitor_memory": args.monitor_memory,
         "use_mrope": False,
+        **(
+            {
+                "auto_parallel_config": {
+                    "world_size": args.auto_parallel,
+                    "gpus_per_node": args.gpus_per_node,
+                    "cluster_key": args.cluster_key,
+                }
+            }
+            if release() < (1, 0)
+            else {}
+        ),
     }
