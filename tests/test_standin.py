@@ -463,3 +463,133 @@ def test_trtllm_build_flags_differ_per_release() -> None:
     assert "LEGACY WARNING: trtllm-build" in new.stderr and "LEGACY" not in old.stderr
     r = py(CORE / "llama/convert_checkpoint.py", "--help")
     assert "LEGACY WARNING: convert_checkpoint.py" in r.stderr and "FutureWarning" in r.stderr
+
+
+def _convert(model: Path, out: Path, *args: str) -> Path:
+    r = py(CORE / "llama/convert_checkpoint.py", "--model_dir", model, "--output_dir", out, *args)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def _build(ckpt: Path, out: Path, *args: str | Path, cwd: Path | None = None, **env: str):
+    return run(["trtllm-build", "--checkpoint_dir", ckpt, "--output_dir", out, *args], cwd=cwd, **env)
+
+
+def test_fast_build_writes_managed_weights_the_runtime_needs(llama_tp2: Path, models: dict[str, Path],
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    out = tmp_path / "fast"
+    assert _build(llama_tp2, out, "--fast_build", cwd=tmp_path).returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "rank0.engine",
+        "rank0_managed_weights.safetensors",
+        "rank1.engine",
+        "rank1_managed_weights.safetensors",
+    ]
+    assert st_header(out / "rank1_managed_weights.safetensors")  # a real safetensors file
+    assert json.loads((out / "config.json").read_text())["build_config"]["plugin_config"]["manage_weights"] is True
+    argv = [sys.executable, EX / "run.py", "--engine_dir", out, "--tokenizer_dir", models["llama"],
+            "--max_output_len", "4"]  # fmt: skip
+    assert run(["mpirun", "-n", "2", "--allow-run-as-root", *argv]).returncode == 0
+    (out / "rank1_managed_weights.safetensors").unlink()
+    r = run(["mpirun", "-n", "2", "--allow-run-as-root", *argv])
+    assert r.returncode == 1 and "rank1_managed_weights.safetensors: No such file or directory" in r.stderr
+
+
+def test_lora_dirs_are_copied_into_the_engine(llama_tp2: Path, tmp_path: Path) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"r": 8, "target_modules": ["q_proj"]}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"\x08" + b"\0" * 7 + b"{}")
+    out = tmp_path / "e"
+    r = _build(llama_tp2, out, "--lora_plugin", "auto", "--lora_dir", adapter, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "lora").rglob("*")) == [
+        "lora/0",
+        "lora/0/adapter_config.json",
+        "lora/0/adapter_model.safetensors",
+    ]
+    lora = json.loads((out / "config.json").read_text())["build_config"]["lora_config"]
+    assert lora["lora_dir"] == ["lora/0"]  # rewritten to the engine's own copy
+    # without the LoRA plugin the dirs are ignored, like the real build_model
+    plain = tmp_path / "plain"
+    assert _build(llama_tp2, plain, "--lora_dir", adapter, cwd=tmp_path).returncode == 0
+    assert not (plain / "lora").exists()
+    r = _build(llama_tp2, tmp_path / "bad", "--lora_plugin", "auto", "--lora_dir", tmp_path / "none", cwd=tmp_path)
+    assert r.returncode == 1 and "adapter_config.json" in r.stderr
+
+
+def test_context_parallel_ranks_share_checkpoint_files(models: dict[str, Path], tmp_path: Path) -> None:
+    ckpt = _convert(models["llama"], tmp_path / "cp", "--tp_size", "2", "--cp_size", "2")
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "rank0.safetensors", "rank1.safetensors"]
+    mapping = json.loads((ckpt / "config.json").read_text())["mapping"]
+    assert (mapping["world_size"], mapping["tp_size"], mapping["cp_size"]) == (4, 2, 2)
+    out = tmp_path / "e"
+    r = _build(ckpt, out, cwd=tmp_path, STANDIN_GPUS=",".join(["NVIDIA H100 80GB HBM3:9.0:81559"] * 4))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.glob("rank*")) == [f"rank{n}.engine" for n in range(4)]
+
+
+BLACKWELL = "NVIDIA B200:10.0:183359"
+
+
+@pytest.mark.parametrize(
+    ("convert_args", "message"),
+    [
+        (
+            ["--use_weight_only", "--weight_only_precision", "int8"],
+            "INT8/INT4 quantization is not supported on SM>=100.",
+        ),
+        (
+            ["--use_weight_only", "--weight_only_precision", "int4"],
+            "INT8/INT4 quantization is not supported on SM>=100.",
+        ),
+        (["--int8_kv_cache"], "INT8/INT4 quantization is not supported on SM>=100."),
+        (["--smoothquant", "0.5", "--per_token", "--per_channel"], "SmoothQuant is not supported on SM>=100."),
+        (["--use_fp8_rowwise"], "Per-channel or per-token scaling is not supported on SM>=100."),
+    ],
+)
+def test_blackwell_refuses_int8_int4_smoothquant_and_per_channel(
+    convert_args: list[str], message: str, models: dict[str, Path], tmp_path: Path
+) -> None:
+    ckpt = _convert(models["llama"], tmp_path / "c", *convert_args)
+    r = _build(ckpt, tmp_path / "e", cwd=tmp_path, STANDIN_GPUS=BLACKWELL)
+    assert r.returncode == 1 and f"RuntimeError: {message}" in r.stderr
+    # SM 12.x (RTX 50 series) is not refused, and neither is a Hopper
+    for gpus in ("NVIDIA GeForce RTX 5090:12.0:32607", "NVIDIA H100 80GB HBM3:9.0:81559"):
+        assert _build(ckpt, tmp_path / "ok", cwd=tmp_path, STANDIN_GPUS=gpus).returncode == 0
+
+
+def test_blackwell_builds_fp8(models: dict[str, Path], tmp_path: Path) -> None:
+    ckpt = _convert(models["llama"], tmp_path / "c", "--use_fp8", "--fp8_kv_cache")
+    assert _build(ckpt, tmp_path / "e", cwd=tmp_path, STANDIN_GPUS=BLACKWELL).returncode == 0
+
+
+def test_int8_kv_cache_turns_paged_context_fmha_off(models: dict[str, Path], tmp_path: Path) -> None:
+    ckpt = _convert(models["llama"], tmp_path / "c", "--int8_kv_cache")
+    r = _build(ckpt, tmp_path / "e", "--use_paged_context_fmha", "enable", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Paged Context FMHA is disabled because it doesn't work with int8 kv cache currently." in r.stdout
+    plugins = json.loads((tmp_path / "e" / "config.json").read_text())["build_config"]["plugin_config"]
+    assert plugins["use_paged_context_fmha"] is False
+    plain = _convert(models["llama"], tmp_path / "p")
+    assert _build(plain, tmp_path / "pe", cwd=tmp_path).returncode == 0
+    plugins = json.loads((tmp_path / "pe" / "config.json").read_text())["build_config"]["plugin_config"]
+    assert plugins["use_paged_context_fmha"] is True
+
+
+def test_timing_cache_lands_in_the_working_directory(llama_tp2: Path, tmp_path: Path) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    assert _build(llama_tp2, tmp_path / "e", cwd=cwd).returncode == 0
+    assert (cwd / "model.cache").is_file() and not (tmp_path / "e" / "model.cache").exists()
+    assert _build(llama_tp2, tmp_path / "e2", "--output_timing_cache", tmp_path / "t.cache", cwd=cwd).returncode == 0
+    assert (tmp_path / "t.cache").is_file()
+
+
+def test_run_py_prints_multi_line_outputs_unescaped(engine_tp2: Path, models: dict[str, Path]) -> None:
+    argv = [sys.executable, EX / "run.py", "--engine_dir", engine_tp2, "--tokenizer_dir", models["llama"],
+            "--max_output_len", "8", "--input_text", "hi"]  # fmt: skip
+    r = run(["mpirun", "-n", "2", "--allow-run-as-root", *argv], STANDIN_OUTPUT_TEXT='one\\n"two"\\nthree')
+    assert r.returncode == 0, r.stderr
+    assert 'Output [Text 0 Beam 0]: "one\n"two"\nthree"\n' in r.stdout

@@ -210,9 +210,12 @@ def _engine_summary(found: Found) -> dict[str, Any]:
     }
 
 
-def _engine_members(engine: Found, model_dir: Path) -> list[tuple[str, Path]]:
-    members = [(p.name, p) for p in engine.files()]
+def _engine_members(engine: Found, model_dir: Path, log: Log) -> list[tuple[str, Path]]:
+    members = engine.members()  # rank files, managed weights, lora/<i>/..., quant_cfg.json
     taken = {n for n, _ in members}
+    left = sorted(p.name for p in engine.path.iterdir() if p.name not in taken and p.name != "lora")
+    if left:  # e.g. a timing cache written into the engine dir: not part of the engine
+        log(f"not packed (not part of the engine): {', '.join(left)}")
     for tok in tokenizer_files(model_dir):
         if tok.name not in taken:  # the engine's config.json wins at the root (cog-triton reads it there)
             members.append((tok.name, tok))
@@ -309,7 +312,7 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
             mount = out_plan.triton.mount_path if out_plan.triton else "/models"
             log(f"Triton model repository verified: {len(members)} files; mount it at {mount}")
         else:
-            members = _engine_members(last_engine, model.path)
+            members = _engine_members(last_engine, model.path, log)
         if out_plan.upload:
             manifest["upload"] = {"url": out_plan.upload}
         write_archive(members, opts.output, manifest, log=log)

@@ -20,7 +20,7 @@ from .config import BuildConfig, StepSpec
 from .errors import ArgsError, ConfigError
 from .layout import Expect
 from .parsers import ParserCache, ParserResult, check_tokens, program_label
-from .recipes import build_rules, steps_yaml
+from .recipes import build_rules, int8_kv_cache_in, steps_yaml
 from .tree import TrtllmTree
 
 __all__ = ["KNOWN_FLAGS", "Plan", "PlannedStep", "make_plan"]
@@ -353,11 +353,14 @@ def _check_args_against_parsers(plan: Plan, parsers: ParserCache | None, tree: T
     problems: list[str] = []
     notes = list(plan.notes)
     steps: list[PlannedStep] = []
+    int8_kv: str | None = None  # the earlier arg that gave the checkpoint an INT8 KV cache
     for step in plan.steps:
         where = f"step `{step.name}`"
         if step.script is None and Path(step.program[0]).name == "trtllm-build":
-            rules = build_rules(flag_values(step.args), output_format=plan.config.output.format)
+            rules = build_rules(flag_values(step.args), output_format=plan.config.output.format, int8_kv=int8_kv)
             problems.extend(f"{where}: {p}" for p in rules)
+        elif (found_kv := int8_kv_cache_in(flag_values(step.args))) is not None:
+            int8_kv = f"`{found_kv}` (step `{step.name}`)"
         if parsers is None:
             steps.append(step)
             continue

@@ -436,9 +436,9 @@ def run_llama(script: str) -> None:
         extra["use_parallel_embedding"] = a.use_parallel_embedding
         extra["embedding_sharding_dim"] = a.embedding_sharding_dim
         cfg = ck.pretrained_config(_arch(hf, "LlamaForCausalLM"), dtype, shp, m, quant, **extra)
-        for rank in range(world):
+        for rank in range(a.tp_size * a.pp_size):  # convert_and_save_hf: tp x pp ranks; cp is only counted
             print(f"Total time of reading and converting: {0.01 * (rank + 1):.3f} s", flush=True)
-        ck.write_checkpoint(controls, out, cfg, seed=fp)
+        ck.write_checkpoint(controls, out, cfg, seed=fp, cp_shared=True)
         print("Total time of saving checkpoint: 0.010 s", flush=True)
     print(f"Total time of converting checkpoints: {elapsed(tik)}", flush=True)
 
@@ -505,7 +505,7 @@ def run_qwen(script: str) -> None:
         use_parallel_embedding=a.use_parallel_embedding,
         embedding_sharding_dim=a.embedding_sharding_dim,
     )
-    ck.write_checkpoint(controls, out, cfg, seed=fp)
+    ck.write_checkpoint(controls, out, cfg, seed=fp, cp_shared=True)
     print(f"Total time of converting checkpoints: {elapsed(tik)}", flush=True)
 
 

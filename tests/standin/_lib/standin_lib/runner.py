@@ -131,6 +131,14 @@ def run(args: argparse.Namespace, controls: Controls) -> None:
             f"compute {gpu.compute_cap} got compute {header['sm']}, please rebuild."
         )
     cpp_log(f"Loaded engine size: {engine_path.stat().st_size // (1 << 20)} MiB")
+    plugins = (limits.get("plugin_config") or {}) if version is not None else {}
+    if plugins.get("manage_weights"):  # --fast_build engines: the runtime loads the weights beside them
+        weights = engine_dir / f"rank{rank}_managed_weights.safetensors"
+        if not weights.is_file():
+            raise RuntimeError(
+                f"[TensorRT-LLM][ERROR] Failed to open safetensors file {weights}: No such file or directory"
+            )
+        cpp_log(f"Loading managed weights from {weights}")
     lengths = [min(len(t.split()) + 1, args.max_input_length) for t in inputs]
     if limits.get("max_batch_size") and len(inputs) > limits["max_batch_size"]:
         raise RuntimeError(
@@ -153,7 +161,11 @@ def run(args: argparse.Namespace, controls: Controls) -> None:
     if rank != 0:
         return
     n = max(1, min(args.max_output_len, 16))
+    # STANDIN_OUTPUT_TEXT: what the "model" answers (`\n` is a newline), printed as run.py prints any
+    # decoded text: unescaped, so an answer with newlines spans several lines
+    fixed = os.environ.get("STANDIN_OUTPUT_TEXT")
     for i, text in enumerate(inputs):
         print(f'Input [Text {i}]: "{text}"')
         for beam in range(args.num_beams):
-            print(f'Output [Text {i} Beam {beam}]: "{_generate(text, beam, n)}"')
+            out = fixed.replace("\\n", "\n") if fixed is not None else _generate(text, beam, n)
+            print(f'Output [Text {i} Beam {beam}]: "{out}"')
