@@ -22,17 +22,17 @@ from . import __version__
 from .argv import display, redact
 from .config import BuildConfig, load_config
 from .configsource import read_config_text
-from .errors import OutputError, SetupError
+from .errors import ConfigError, OutputError, SetupError
 from .gpu import GpuInfo, detect_gpus
 from .layout import Found, describe_dir, inspect_dir, locate
 from .package import manifest_bytes, sha256_file, write_archive
 from .parsers import ParserCache
-from .plan import Plan, PlannedStep, make_plan
+from .plan import Plan, PlannedStep, make_plan, model_dir_writes
 from .preflight import check_machine, raise_for_errors
 from .recipes import resolve_recipe
 from .runner import run_step
 from .serving import check_outputs, run_smoke_test, triton_members
-from .sources import FetchedModel, ModelRef, check_ref, fetch_model, tokenizer_files
+from .sources import FetchedModel, ModelRef, check_ref, classify, fetch_model, local_path, tokenizer_files
 from .stepcache import CachedStep, StepCache, content_hash, step_key
 from .tree import TrtllmTree, find_tree
 from .upload import S3Credentials, UploadResult, upload_archive
@@ -136,7 +136,11 @@ def prepare(
     cache = cache_dir or default_cache_dir()
     config = resolve_recipe(config, token=hf_token, cache_dir=cache, local_dir=model_dir)
     parsers = ParserCache(cache, version=trtllm_version(tree.root))
-    plan = make_plan(config, tree, work_dir or default_work_dir(text), parsers=parsers)
+    roots = [cache / "models", cache / "tars"]  # cached snapshots: shared by every later build
+    ref = ModelRef(str(model_dir)) if model_dir else ModelRef(model.id, model.revision, model.tar_url)
+    if classify(ref) == "local":
+        roots.insert(0, local_path(ref.id).resolve())
+    plan = make_plan(config, tree, work_dir or default_work_dir(text), parsers=parsers, model_roots=roots)
     check_outputs(config, tree, backend=backend_dir, upload=upload)
     return config, plan
 
@@ -285,6 +289,9 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
         records: list[StepRecord] = []
         last_engine: Found | None = None
         for i, step in enumerate(plan.steps, 1):
+            # again now that the model link exists: no link or path may lead a step into the model
+            if writes := model_dir_writes(plan, step, outputs):
+                raise ConfigError(f"step `{step.name}` would write into the model:", problems=writes)
             found, record = _run_or_reuse(step, i, plan, outputs, cache, keys.get(step.name), held, env, secrets, log)
             if opts.metric:
                 opts.metric(f"step_{step.name}_seconds", round(record.duration_s, 3))

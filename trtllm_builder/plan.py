@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,15 @@ from .parsers import ParserCache, ParserResult, check_tokens, program_label
 from .recipes import build_rules, int8_kv_cache_in, steps_yaml
 from .tree import TrtllmTree
 
-__all__ = ["KNOWN_FLAGS", "Plan", "PlannedStep", "make_plan"]
+__all__ = [
+    "KNOWN_FLAGS",
+    "MODEL_DIR_READ_ONLY",
+    "Plan",
+    "PlannedStep",
+    "is_write_flag",
+    "make_plan",
+    "model_dir_writes",
+]
 
 # Flags of a role, by the spellings the real scripts use.
 MODEL_FLAGS = ("model_dir", "model-dir", "in-file", "in_file")
@@ -78,6 +87,8 @@ class Plan:
     steps: tuple[PlannedStep, ...]
     notes: tuple[str, ...] = ()
     extra_roots: tuple[Path, ...] = field(default=())
+    # where the model really is: a local directory, the model cache (never written by a step)
+    model_roots: tuple[Path, ...] = field(default=())
 
     def values(self, step: PlannedStep, outputs: Mapping[str, Path]) -> dict[str, str]:
         """Placeholder values for ``step``; ``outputs`` maps earlier steps to their real output dirs."""
@@ -222,6 +233,57 @@ def _check_value_paths(
                 raise ConfigError(f"{where}: `{tok}` escapes the work dir with `..`")
 
 
+MODEL_DIR_READ_ONLY = (
+    "the model dir is never a write target (it may be your own directory, or a cached snapshot that later "
+    "builds share); write into the work dir instead, e.g. `{output_dir}/...`"
+)
+# Flags through which a script writes (besides its output dir): anything named *output*/*out*, and these.
+_WRITE_FLAG_RE = re.compile(r"(^|[_-])(out|output)([_-]|$)")
+_WRITE_FLAGS = frozenset({"export_path", "visualize_network", "dataset_cache_dir", "cache_dir", "save_dir"})
+
+
+def is_write_flag(flag: str) -> bool:
+    """Does ``--flag`` (without dashes) name a place the script writes?"""
+    return flag in _WRITE_FLAGS or _WRITE_FLAG_RE.search(flag) is not None
+
+
+def _inside_any(path: str, roots: Sequence[Path]) -> Path | None:
+    return next((r for r in roots if _inside(path, r)), None)
+
+
+def model_dir_writes(plan: Plan, step: PlannedStep, outputs: Mapping[str, Path] | None = None) -> list[str]:
+    """Where ``step`` would write into the model directory: its output dir, or a write flag's value,
+    spelled out (the ``model`` link in the work dir, a model root) or resolved through links. The
+    model dir is a read-only input: a user's own directory, or a cached snapshot later builds share.
+    """
+    link = plan.model_dir
+    real_roots = [Path(os.path.realpath(r)) for r in plan.model_roots]
+    if link.is_symlink():  # a kept work dir: the link already names the real model
+        real_roots.append(Path(os.path.realpath(link)))
+    found: list[str] = []
+
+    def check(what: str, shown: str, value: str) -> None:
+        norm = posixpath.normpath(str(plan.work_dir / value))  # an absolute value replaces work_dir
+        real = os.path.realpath(norm)
+        if _inside(norm, link) or _inside_any(norm, plan.model_roots) or _inside_any(real, real_roots):
+            where = f" ({real})" if real != norm else ""
+            found.append(f"{what} `{shown}` is inside the model dir{where}")
+
+    out = step.output_dir
+    shown = out.relative_to(plan.work_dir).as_posix() if out.is_relative_to(plan.work_dir) else str(out)
+    check("the output dir", shown, str(out))
+    argv = plan.argv(step, outputs)[len(step.program) :]
+    flag: str | None = None
+    for raw, tok in zip(step.args, argv, strict=True):
+        if tok.startswith("--"):
+            flag = tok[2:]
+        elif raw == "{output_dir}":
+            continue  # the output dir itself: checked above
+        elif flag is not None and is_write_flag(flag) and ("/" in tok or tok in (".", "..")):
+            check(f"`--{flag}`", raw, tok)
+    return found
+
+
 def make_plan(
     config: BuildConfig,
     tree: TrtllmTree,
@@ -231,8 +293,12 @@ def make_plan(
     python: str = sys.executable,
     which: Callable[[str], str | None] = shutil.which,
     parsers: ParserCache | None = None,
+    model_roots: Sequence[Path] = (),
 ) -> Plan:
     """Validate ``config`` against ``tree`` and produce the concrete plan. Raises ``ConfigError``.
+
+    ``model_roots``: where the model really lives (a local directory, the model cache); no step may
+    write there, whatever path or link leads there.
 
     With ``parsers``, each step's args are also checked against its script's own argument parser
     (and the parser's flags decide which directory flags are injected); a misfit raises ``ArgsError``
@@ -290,13 +356,24 @@ def make_plan(
         )
     if problems:
         raise ConfigError("the pipeline cannot be planned:", problems=problems)
-    plan = Plan(config, tree, work_dir, model_dir, tuple(planned), tuple(notes))
+    roots = tuple(Path(posixpath.normpath(str(Path(r).absolute()))) for r in model_roots)
+    inside_model = next((r for r in roots if work_dir.is_relative_to(r)), None)
+    if inside_model is not None:
+        raise ConfigError(
+            f"the work dir {work_dir} is inside the model dir {inside_model}: every step would write into the "
+            "model; choose a work dir elsewhere (--work-dir)"
+        )
+    plan = Plan(config, tree, work_dir, model_dir, tuple(planned), tuple(notes), model_roots=roots)
     # Render once now so unknown placeholders and path escapes surface before anything runs.
     for step in plan.steps:
         try:
             argv = plan.argv(step)
         except ConfigError as exc:
             problems.append(f"step `{step.name}`: {exc}")
+            continue
+        writes = model_dir_writes(plan, step)
+        problems.extend(f"step `{step.name}`: {w}: {MODEL_DIR_READ_ONLY}" for w in writes)
+        if writes:
             continue
         try:
             _check_value_paths(
