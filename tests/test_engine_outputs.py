@@ -13,7 +13,6 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from conftest import CliRun
 
 H100 = "NVIDIA H100 80GB HBM3:9.0:81559"
@@ -122,31 +121,31 @@ def test_timing_cache_stays_out_of_the_archive(
     assert "model.cache" not in members(out)
 
 
-@pytest.mark.parametrize(
-    ("convert", "what"),
-    [
-        (", use_weight_only: true, weight_only_precision: int8", "`--use_weight_only` (INT8/INT4 weight-only)"),
-        (", use_weight_only: true, weight_only_precision: int4", "`--use_weight_only` (INT8/INT4 weight-only)"),
-        (", int8_kv_cache: true", "`--int8_kv_cache` (an INT8 KV cache)"),
-        (", smoothquant: 0.5, per_token: true", "`--smoothquant 0.5` (SmoothQuant)"),
-    ],
-)
+BLACKWELL_REFUSED = [
+    (", use_weight_only: true, weight_only_precision: int8", "`--use_weight_only` (INT8/INT4 weight-only)"),
+    (", use_weight_only: true, weight_only_precision: int4", "`--use_weight_only` (INT8/INT4 weight-only)"),
+    (", int8_kv_cache: true", "`--int8_kv_cache` (an INT8 KV cache)"),
+    (", smoothquant: 0.5, per_token: true", "`--smoothquant 0.5` (SmoothQuant)"),
+]
+
+
 def test_blackwell_refusals_are_plan_time_errors(
-    convert: str, what: str, run_cli: CliRun, standin_env: dict[str, str], tmp_path: Path,
-    tiny_model: Callable[..., Path],
-) -> None:  # fmt: skip
-    cfg = config(tmp_path, tiny_model("llama"), convert=convert)
-    plan = run_cli("plan", str(cfg), env={"STANDIN_GPUS": B200})
-    assert plan.returncode == 0, plan.stderr  # plan reports; build refuses
-    line = next(ln for ln in plan.stdout.splitlines() if ln.startswith("preflight error: GPU 0"))
-    assert "GPU 0 (NVIDIA B200) has compute capability 10.0" in line and what in line
-    assert "use fp8 instead" in line and "nvfp4" in line
+    run_cli: CliRun, standin_env: dict[str, str], tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
+    model = tiny_model("llama")
+    for convert, what in BLACKWELL_REFUSED:
+        plan = run_cli("plan", str(config(tmp_path, model, convert=convert)), env={"STANDIN_GPUS": B200})
+        assert plan.returncode == 0, plan.stderr  # plan reports; build refuses
+        line = next(ln for ln in plan.stdout.splitlines() if ln.startswith("preflight error: GPU 0"))
+        assert "GPU 0 (NVIDIA B200) has compute capability 10.0" in line and what in line
+        assert "use fp8 instead" in line and "nvfp4" in line
+    cfg = config(tmp_path, model, convert=BLACKWELL_REFUSED[0][0])
     res, out = build(run_cli, cfg, tmp_path, env={"STANDIN_GPUS": GB300})
     assert res.returncode == 2 and "GPU 0 (NVIDIA GB300) has compute capability 10.3" in res.stderr
     assert "nothing was downloaded or built" in res.stderr and not out.exists()
     calls = [json.loads(ln) for ln in Path(standin_env["STANDIN_LOG"]).read_text().splitlines()]
     assert [c["script"] for c in calls if c["argv"] != ["--help"] and c["script"] != "nvidia-smi"] == []
-    # on a Hopper the same config builds; the stand-in trtllm-build itself refuses it on SM 10.x
+    # on a Hopper the same config builds (and the stand-in trtllm-build itself refuses it on SM 10.x)
     res, _ = build(run_cli, cfg, tmp_path / "hopper", env={"STANDIN_GPUS": H100})
     assert res.returncode == 0, res.stderr
 

@@ -252,12 +252,39 @@ def test_corrupt_cache_entry_is_read_again(script: Callable[[str], Path], cache_
 
 def test_unknown_flag_names_the_closest_real_ones(trtllm_build_spec: ParserSpec) -> None:
     problems, _ = check_tokens(trtllm_build_spec, ["--max_output_len", "512"], label=LABEL)
+    # without the program the table cannot say what replaced it: the closest spellings
     assert problems == [
-        "`--max_output_len` is not a flag of trtllm-build (0.21.0); did you mean `--max_seq_len`, "
-        "`--max_input_len`? (`--max_seq_len` replaced it: the input plus the output tokens)"
+        "`--max_output_len` is not a flag of trtllm-build (0.21.0); did you mean `--max_input_len`, "
+        "`--max_encoder_input_len`, `--max_draft_len`?"
     ]
     problems, _ = check_tokens(trtllm_build_spec, ["--gemm_plugn", "auto"], label=LABEL)
     assert problems[0].startswith("`--gemm_plugn` is not a flag of trtllm-build (0.21.0); did you mean `--gemm_plugin`")
+
+
+@pytest.mark.parametrize(
+    ("tokens", "rewrite"),
+    [
+        (["--max_input_len", "1024", "--max_output_len", "512"],
+         "write `max_seq_len: 1536` instead (max_input_len 1024 + max_output_len 512: --max_seq_len counts the "
+         "input and the output tokens)"),
+        (["--max_output_len", "512"], "write `max_seq_len: 1536` instead (the default max_input_len of trtllm-build "
+         "1024 + max_output_len 512: --max_seq_len counts the input and the output tokens)"),
+        (["--use_gpt_attention_plugin"],
+         "it is `gpt_attention_plugin: auto` now, the default: remove `use_gpt_attention_plugin`"),
+        (["--use_gemm_plugin", "float16"], "write `gemm_plugin: float16` on trtllm-build instead"),
+        (["--use_weight_only"], "write `use_weight_only: true` on the convert step instead (set at conversion now: "
+         "it goes to the converter)"),
+        (["--enable_context_fmha"], "remove it: context FMHA is on by default (`context_fmha: enable`)"),
+        (["--use_custom_all_reduce", "disable"], "remove it: the all-reduce strategy is chosen at run time now"),
+        (["--enable_fp8"], "there is no such flag any more: FP8 needs ModelOpt calibration now (build.py read ammo "
+         "scales); instead: a quantize step: `example: quantization, script: quantize.py, args: {qformat: fp8}`"),
+    ],
+)  # fmt: skip
+def test_old_flags_get_their_exact_rewrite(trtllm_build_spec: ParserSpec, tokens: list[str], rewrite: str) -> None:
+    """The project form rewrites nothing silently: an old flag's message says exactly what to write."""
+    problems, _ = check_tokens(trtllm_build_spec, tokens, label=LABEL, program="trtllm-build")
+    flag = next(t for t in tokens if t in ("--max_output_len",) or t not in ("--max_input_len", "1024"))
+    assert problems == [f"`{flag}` is not a flag of trtllm-build (0.21.0); {rewrite}"]
 
 
 def test_abbreviations_are_refused_even_when_argparse_would_take_them(
@@ -340,8 +367,9 @@ def test_plan_lists_every_misfit_at_once(tmp_path: Path, cache_dir: Path, on_pat
         "step `convert`: `--tp_size two`: not a whole number",
         "step `convert`: `--weight_only_precision int3` is not one of int8, int4, int8_gptq, int4_gptq, int4_awq; "
         "did you mean `int8`?",
-        "step `build`: `--max_output_len` is not a flag of trtllm-build (0.21.0); did you mean `--max_seq_len`, "
-        "`--max_input_len`? (`--max_seq_len` replaced it: the input plus the output tokens)",
+        "step `build`: `--max_output_len` is not a flag of trtllm-build (0.21.0); write `max_seq_len: 1536` "
+        "instead (the default max_input_len of trtllm-build 1024 + max_output_len 512: --max_seq_len counts the "
+        "input and the output tokens)",
     ]
 
 

@@ -77,7 +77,8 @@ def standin_calls(env_log: Path, *, parser_reads: bool = False) -> list[dict]:
 
 @pytest.mark.parametrize("standin_release", [OLD_RELEASE])
 def test_plan_json_for_seed_config_on_the_old_tree(run_cli: CliRun, tmp_path: Path) -> None:
-    """Against a tree that still has the old scripts, cog-trt-llm's seed config runs as written."""
+    """Against a tree that still has the old scripts the seed config runs its own scripts and flags;
+    only paths change: the model, the tool-owned step dirs, and earlier outputs by name."""
     res = run_cli("plan", str(SEED), "--json", "--work-dir", str(tmp_path / "w"))
     assert res.returncode == 0, res.stderr
     plan = json.loads(res.stdout)
@@ -85,26 +86,28 @@ def test_plan_json_for_seed_config_on_the_old_tree(run_cli: CliRun, tmp_path: Pa
     convert, build = plan["steps"]
     assert [s["name"] for s in plan["steps"]] == ["convert_to_ft", "build"]
     assert convert["argv"][1] == str(tree_dir(OLD_RELEASE) / "examples" / "gpt" / "hf_gpt_convert.py")
-    # /src/models/<model_id> is mapped to the model dir; relative paths stay relative to the work dir (cwd)
     assert convert["argv"][2:] == [
+        "--out-dir",
+        str(work / "steps" / "convert_to_ft"),
         "--in-file",
         str(work / "model"),
-        "--out-dir",
-        "./c-model/gpt2",
         "--tensor-parallelism",
         "1",
         "--storage-type",
         "float16",
     ]
-    assert convert["cwd"] == str(work) and convert["output_dir"] == str(work / "c-model" / "gpt2" / "1-gpu")
+    assert convert["cwd"] == str(work) and convert["output_dir"] == str(work / "steps" / "convert_to_ft")
+    assert build["argv"][1].endswith("examples/gpt/build.py")
     assert build["argv"][2:] == [
-        "--model_dir",
-        "./c-model/gpt2/1-gpu",
         "--output_dir",
-        "./engine_outputs/",
+        str(work / "steps" / "build"),
+        "--model_dir",  # at run time: the sub-folder the converter really wrote (<out>/1-gpu)
+        str(work / "steps" / "convert_to_ft"),
         "--use_gpt_attention_plugin",
         "--remove_input_padding",
     ]
+    assert plan["translation"]["release"] == OLD_RELEASE
+    assert plan["translation"]["config"]["steps"][1]["args"]["model_dir"] == "{steps.convert_to_ft.output_dir}"
     assert not (tmp_path / "w").exists()  # plan touches nothing
     assert standin_calls(tmp_path / "standin.log") == []  # and runs nothing
 

@@ -266,8 +266,9 @@ def test_build_args_are_checked_against_trtllm_build(standin_env: dict[str, str]
     with pytest.raises(ArgsError) as err:
         prepare("c.yaml", text=text, work_dir=tmp_path / "work")
     assert err.value.problems == [
-        f"step `build`: `--max_output_len` is not a flag of trtllm-build ({DEFAULT_RELEASE}); did you mean `--max_seq_len`, "
-        "`--max_input_len`? (`--max_seq_len` replaced it: the input plus the output tokens)",
+        f"step `build`: `--max_output_len` is not a flag of trtllm-build ({DEFAULT_RELEASE}); write "
+        "`max_seq_len: 1280` instead (the default max_input_len of trtllm-build 1024 + max_output_len 256: "
+        "--max_seq_len counts the input and the output tokens)",
         "step `build`: `--gemm_swiglu_plugin auto` is not one of fp8, disable",
     ]
 

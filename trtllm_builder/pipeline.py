@@ -34,6 +34,7 @@ from .runner import run_step
 from .serving import check_outputs, run_smoke_test, triton_members
 from .sources import FetchedModel, ModelRef, check_ref, classify, fetch_model, local_path, tokenizer_files
 from .stepcache import CachedStep, StepCache, content_hash, step_key
+from .translate import known_flags_from, translate
 from .tree import TrtllmTree, find_tree
 from .upload import S3Credentials, UploadResult, upload_archive
 from .versions import trtllm_version
@@ -134,8 +135,11 @@ def prepare(
     tree = find_tree(trtllm_dir)
     # --- args checked against the real parsers; recipes expanded (see parsers.py, recipes.py) ---
     cache = cache_dir or default_cache_dir()
+    release = trtllm_version(tree.root)
+    parsers = ParserCache(cache, version=release)
+    # cog-trt-llm's form: translated onto this tree's release, flag by flag (see translate.py)
+    config = translate(config, tree, known_flags=known_flags_from(parsers, tree), release=release)
     config = resolve_recipe(config, token=hf_token, cache_dir=cache, local_dir=model_dir)
-    parsers = ParserCache(cache, version=trtllm_version(tree.root))
     roots = [cache / "models", cache / "tars"]  # cached snapshots: shared by every later build
     ref = ModelRef(str(model_dir)) if model_dir else ModelRef(model.id, model.revision, model.tar_url)
     if classify(ref) == "local":
@@ -246,6 +250,8 @@ def _manifest(
         "gpus": [{"name": g.name, "compute_capability": g.compute_capability} for g in gpus],
         "engine": _engine_summary(engine),
         "steps": [r.as_dict() for r in records],
+        # a cog-trt-llm config: what it was translated into, and why each flag changed
+        "translation": dataclasses.asdict(config.translation) if config.translation is not None else None,
         "output": {"format": config.output.format, "name": config.output.name},
         "smoke_test": None,
         "upload": None,

@@ -22,6 +22,7 @@ from .errors import ArgsError, ConfigError
 from .layout import Expect
 from .parsers import ParserCache, ParserResult, check_tokens, program_label
 from .recipes import build_rules, int8_kv_cache_in, steps_yaml
+from .translate import translation_yaml
 from .tree import TrtllmTree
 
 __all__ = [
@@ -127,6 +128,15 @@ class Plan:
             ],
             "output": {"format": self.config.output.format, "name": self.config.output.name},
             "recipe_steps": self.recipe_steps(),
+            "translation": (
+                {
+                    "release": self.config.translation.release,
+                    "config": self.config.translation.project,
+                    "notes": list(self.config.translation.notes),
+                }
+                if self.config.translation is not None
+                else None
+            ),
             "notes": list(self.notes),
         }
 
@@ -150,6 +160,15 @@ class Plan:
                 else "    args NOT checked (see the notes)"
             )
         lines.append(f"output: {self.config.output.name} ({self.config.output.format})")
+        t = self.config.translation
+        if t is not None:
+            lines.append(
+                f"cog-trt-llm config translated onto TensorRT-LLM {t.release or '(unknown version)'}; to take "
+                "control, use this project-form config:"
+            )
+            lines.extend("  " + ln for ln in translation_yaml(t).rstrip("\n").splitlines())
+            lines.append(f"translation notes ({len(t.notes)}):" if t.notes else "translation notes: none (1:1)")
+            lines.extend(f"  - {n}" for n in t.notes)
         recipe = self.recipe_steps()
         if recipe is not None:
             src = f" (model config read from {self.config.recipe_source})" if self.config.recipe_source else ""
@@ -284,6 +303,38 @@ def model_dir_writes(plan: Plan, step: PlannedStep, outputs: Mapping[str, Path] 
     return found
 
 
+# Flags through which a step reads a model, a checkpoint or an engine.
+_READ_FLAGS = frozenset(
+    {*MODEL_FLAGS, *CHECKPOINT_FLAGS, *ENGINE_FLAGS, *TOKENIZER_FLAGS, "ft_model_dir", "meta_ckpt_dir"}
+)
+
+
+def _unmade_inputs(plan: Plan, step: PlannedStep, argv: Sequence[str]) -> list[str]:
+    """Inputs in the work dir that no earlier step writes and that do not exist: they can only fail."""
+    earlier = [s.output_dir for s in plan.steps[: plan.steps.index(step)]]
+    found: list[str] = []
+    flag: str | None = None
+    for raw, tok in zip(step.args, argv, strict=True):
+        if tok.startswith("--"):
+            flag = tok[2:]
+            continue
+        # a placeholder other than {work_dir} names a tool-wired place (the model, a step's output)
+        wired = PLACEHOLDER_RE.search(raw.replace("{work_dir}", "")) is not None
+        if flag not in _READ_FLAGS or wired or not ("/" in tok or tok.startswith(".")):
+            continue
+        norm = posixpath.normpath(str(plan.work_dir / tok))
+        if not _inside(norm, plan.work_dir) or _inside(norm, plan.model_dir):
+            continue
+        if any(_inside(norm, d) or _inside(str(d), Path(norm)) for d in earlier) or os.path.exists(norm):
+            continue
+        hint = f" (`{{steps.{plan.steps[plan.steps.index(step) - 1].name}.output_dir}}`)" if earlier else ""
+        found.append(
+            f"`--{flag} {tok}` reads {norm}, which no earlier step writes and which does not exist: point it at "
+            f"an earlier step's output{hint}"
+        )
+    return found
+
+
 def make_plan(
     config: BuildConfig,
     tree: TrtllmTree,
@@ -307,7 +358,8 @@ def make_plan(
     work_dir = Path(posixpath.normpath(str(work_dir.absolute())))
     model_dir = work_dir / "model"
     problems: list[str] = []
-    notes: list[str] = []
+    # keys cog-trt-llm's form accepts and ignores (a translation carries them in its notes)
+    notes: list[str] = list(config.warnings) if config.translation is None else []
     if config.recipe is not None and not config.steps:
         raise ConfigError("the config's recipe is not expanded yet: call recipes.expand_config first")
     if parsers is not None:
@@ -375,6 +427,7 @@ def make_plan(
         problems.extend(f"step `{step.name}`: {w}: {MODEL_DIR_READ_ONLY}" for w in writes)
         if writes:
             continue
+        problems.extend(f"step `{step.name}`: {r}" for r in _unmade_inputs(plan, step, argv[len(step.program) :]))
         try:
             _check_value_paths(
                 f"step `{step.name}`",
@@ -449,7 +502,7 @@ def _check_args_against_parsers(plan: Plan, parsers: ParserCache | None, tree: T
             steps.append(step)
             continue
         label = parsers.describe(found.label)
-        bad, remarks = check_tokens(found.spec, step.args, label=label)
+        bad, remarks = check_tokens(found.spec, step.args, label=label, program=Path(step.program[-1]).name)
         problems.extend(f"{where}: {p}" for p in bad)
         notes.extend(f"{where}: {r}" for r in remarks)
         steps.append(replace(step, checked_by=label))
@@ -485,7 +538,9 @@ def _plan_step(
     notes: list[str],
 ) -> PlannedStep:
     args: dict[str, Any] = dict(spec.args)
-    if config.form == "cog-trt-llm":  # before the script lookup: a wrong model path is the clearer error
+    # an untranslated cog-trt-llm config (translate.py maps its paths otherwise); before the script
+    # lookup, since a wrong model path is the clearer error
+    if config.form == "cog-trt-llm" and config.translation is None:
         args = {
             k: (
                 [_rewrite_legacy(x, config.model.id) if isinstance(x, str) else x for x in v]
