@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEFAULT_RELEASE, ROOT, CliRun, tree_dir
+from conftest import DEFAULT_RELEASE, RELEASES, ROOT, CliRun, tree_dir
 
 EXAMPLES = ROOT / "examples" / "cog-trt-llm"
 SEED = EXAMPLES / "tiny-gpt2.yaml"
@@ -45,21 +45,25 @@ def test_every_example_is_one_of_the_shapes() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == sorted(SHAPES)
 
 
-def test_seed_config_builds_on_the_default_release(
-    run_cli: CliRun, standin_env: dict[str, str], tmp_path: Path, tiny_model: Callable[..., Path]
-) -> None:
+@pytest.mark.parametrize("standin_release", RELEASES)
+def test_seed_config_builds_on_every_supported_release(
+    standin_release: str, run_cli: CliRun, standin_env: dict[str, str], tmp_path: Path,
+    tiny_model: Callable[..., Path],
+) -> None:  # fmt: skip
     out = tmp_path / "engine.tar.gz"
     res = run_cli("build", str(SEED), "--model-dir", str(tiny_model("gpt2")), "--output", str(out))
     assert res.returncode == 0, res.stderr
+    assert f"cog-trt-llm config translated onto TensorRT-LLM {standin_release}:" in res.stderr
+    assert "  translation: step `convert_to_ft`: `tensor-parallelism: 1` -> `tp_size: 1`" in res.stderr
     calls = steps_run(Path(standin_env["STANDIN_LOG"]))
     assert [c["script"] for c in calls] == ["convert_checkpoint.py", "trtllm-build"]
     with tarfile.open(out) as tar:
         names = {m.name for m in tar.getmembers()}
         manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
     assert {"config.json", "rank0.engine", "tokenizer.json", "manifest.json"} <= names
-    assert manifest["trtllm"]["version"] == DEFAULT_RELEASE and manifest["engine"]["layout"] == "engine"
+    assert manifest["trtllm"]["version"] == standin_release and manifest["engine"]["layout"] == "engine"
     translation = manifest["translation"]
-    assert translation["release"] == DEFAULT_RELEASE
+    assert translation["release"] == standin_release
     assert [s["script"] if "script" in s else s["command"] for s in translation["project"]["steps"]] == [
         "convert_checkpoint.py",
         "trtllm-build",

@@ -373,11 +373,30 @@ def _split_unknown(
             kept[key] = value
         elif key in LEGACY_IGNORED:
             warnings.append(f"{where}`{key}` is ignored: {LEGACY_IGNORED[key]}")
-        elif close := difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.7):
-            problems.append(f"{where}{key}: unknown key; did you mean `{close[0]}`?")
+        elif close := _near_miss(key, known):
+            problems.append(f"{where}{key}: unknown key; did you mean `{close}`?")
         else:
             warnings.append(f"{where}`{key}` is ignored: cog-trt-llm does not read it (neither does this tool)")
     return kept
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance (keys are short)."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def _near_miss(key: str, known: frozenset[str]) -> str | None:
+    """A known key ``key`` is probably a typo of: very similar, or one or two edits away."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+    if close:
+        return close[0]
+    best = min(sorted(known), key=lambda k: _edits(key, k))
+    return best if _edits(key, best) <= max(1, len(best) // 5) else None
 
 
 def _legacy_keys(data: dict[str, Any], problems: list[str], warnings: list[str]) -> dict[str, Any]:

@@ -273,6 +273,10 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
     # --- preflight: refuse in seconds, before any download, a plan this machine cannot run ---
     for note in plan.notes:
         log(f"note: {note}")
+    if config.translation is not None:  # what a cog-trt-llm config became (plan prints it as a config to copy)
+        log(f"cog-trt-llm config translated onto TensorRT-LLM {config.translation.release}:")
+        for note in config.translation.notes:
+            log(f"  translation: {note}")
     gpus = detect_gpus()  # once per build: preflight, cache keys and the manifest agree
     findings = check_machine(plan, cache_dir=opts.cache_dir, token=token, local_model=opts.model_dir, gpus=gpus)
     for finding in findings:
