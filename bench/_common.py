@@ -11,16 +11,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STANDIN = ROOT / "tests" / "standin"
 sys.path.insert(0, str(ROOT / "tests"))
+
+from standin_world import standin_vars  # noqa: E402
 
 
 def standin_env(scratch: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STANDIN_") and k != "HF_TOKEN"}
+    env.update(standin_vars())
     env.update(
-        PATH=os.pathsep.join([str(STANDIN / "bin"), str(Path(sys.executable).parent), env.get("PATH", "")]),
-        TRTLLM_DIR=str(STANDIN / "TensorRT-LLM"),
-        TRTLLM_BACKEND_DIR=str(STANDIN / "tensorrtllm_backend"),
         TRTLLM_BUILDER_CACHE=str(scratch / "cache"),
         TMPDIR=str(scratch / "tmp"),
     )

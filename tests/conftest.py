@@ -11,34 +11,65 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STANDIN = ROOT / "tests" / "standin"
-TRTLLM_DIR = STANDIN / "TensorRT-LLM"
-STANDIN_BIN = STANDIN / "bin"
-# Stand-in Triton templates per release (tests/standin/README.md, "Triton templates"). From 0.20 they
-# live in TensorRT-LLM's own triton_backend/; the default one matches the default release.
-BACKENDS = {
-    "v0.18.2": STANDIN / "backend" / "tensorrtllm_backend-v0.18.2",
-    "v0.19.0": STANDIN / "backend" / "tensorrtllm_backend-v0.19.0",
-    "1.2.1": STANDIN / "trees" / "1.2.1" / "TensorRT-LLM" / "triton_backend",
-}
-BACKEND_DIR = BACKENDS["1.2.1"]
-
 sys.path.insert(0, str(ROOT / "tests"))
+
+from standin_world import (  # noqa: E402
+    BACKEND_DIR,
+    BACKENDS,
+    DEFAULT_RELEASE,
+    OLD_RELEASE,
+    RELEASES,
+    STANDIN,
+    STANDIN_TOOLS,
+    TREES,
+    bin_dir,
+    standin_path,
+    standin_vars,
+    tree_dir,
+)
+
+TRTLLM_DIR = tree_dir(DEFAULT_RELEASE)  # the default release's tree
+STANDIN_BIN = bin_dir(DEFAULT_RELEASE)  # its trtllm-build; mpirun/nvidia-smi are in STANDIN_TOOLS
+
+__all__ = [
+    "BACKENDS",
+    "BACKEND_DIR",
+    "DEFAULT_RELEASE",
+    "OLD_RELEASE",
+    "RELEASES",
+    "ROOT",
+    "STANDIN",
+    "STANDIN_BIN",
+    "STANDIN_TOOLS",
+    "TREES",
+    "TRTLLM_DIR",
+    "bin_dir",
+    "standin_path",
+    "tree_dir",
+]
 
 # `--run-gpu`: GPU tests run only when asked; a run without it prints that they were NOT run.
 from _gpu_option import pytest_addoption, pytest_collection_modifyitems, pytest_terminal_summary  # noqa: E402, F401
 
 
 @pytest.fixture
-def standin_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def standin_release() -> str:
+    """The stand-in TensorRT-LLM release a test runs against (default: the image's default, 1.2.1).
+
+    Pick another with ``@pytest.mark.parametrize("standin_release", ["0.21.0"])`` (or ``OLD_RELEASE``
+    for the 0.5-0.7-era scripts); ``standin_env``, ``run_cli`` and everything built on them follow.
+    """
+    return DEFAULT_RELEASE
+
+
+@pytest.fixture
+def standin_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin_release: str) -> dict[str, str]:
     """Environment in which the stand-ins are *the* TensorRT-LLM: tree via TRTLLM_DIR, tools via PATH.
 
     Also set on this process (monkeypatch), so in-process calls see the same world.
     """
     env = {
-        "PATH": os.pathsep.join([str(STANDIN_BIN), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        "TRTLLM_DIR": str(TRTLLM_DIR),
-        "TRTLLM_BACKEND_DIR": str(BACKEND_DIR),
+        **standin_vars(standin_release),
         "TRTLLM_BUILDER_CACHE": str(tmp_path / "cache"),
         "TMPDIR": str(tmp_path / "tmp"),
         "HOME": str(tmp_path / "home"),

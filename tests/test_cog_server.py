@@ -28,9 +28,8 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import DEFAULT_RELEASE, ROOT, TRTLLM_DIR, standin_path
 
-ROOT = Path(__file__).resolve().parent.parent
-STANDIN = ROOT / "tests" / "standin"
 TOKEN = "hf_e2eSECRETtoken0123456789abcdef"
 TERMINAL = {"succeeded", "failed", "canceled"}
 
@@ -137,8 +136,8 @@ class CogServer:
         full.update(
             {
                 # the worker is started as a bare `python`: the venv's must come first after the stand-ins
-                "PATH": os.pathsep.join([str(STANDIN / "bin"), str(Path(sys.executable).parent), os.environ["PATH"]]),
-                "TRTLLM_DIR": str(STANDIN / "TensorRT-LLM"),
+                "PATH": standin_path(),
+                "TRTLLM_DIR": str(TRTLLM_DIR),
                 "TRTLLM_BUILDER_CACHE": str(home / "cache"),
                 "TMPDIR": str(self.tmp),
                 "HOME": str(home),
@@ -344,7 +343,7 @@ def test_sync_prediction_returns_the_archive_inline(server: CogServer, world: Wo
     logs = reply["logs"]
     for expected in (
         "==> [1/2] convert:",
-        "[convert] [TensorRT-LLM] TensorRT-LLM version: 0.21.0",
+        f"[convert] [TensorRT-LLM] TensorRT-LLM version: {DEFAULT_RELEASE}",
         "<== convert finished in",
         "==> [2/2] build:",
         "[build] ",

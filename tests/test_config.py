@@ -163,3 +163,31 @@ def test_non_utf8_and_binary() -> None:
 def test_oversized() -> None:
     with pytest.raises(ConfigError, match="larger than"):
         load_config("a: " + "x" * (2 << 20))
+
+
+def test_cog_trt_llm_keys_it_reads_and_ignores() -> None:
+    """Every key cog-trt-llm's own code reads has a meaning; it ignored the rest, and so do we, loudly."""
+    cfg = load_config(SEED + "weight_format: pt\nmodel_tar_url: https://h/model.tar\nhf_token: hf_x\n")
+    assert (cfg.model.weight_format, cfg.model.tar_url, cfg.hf_token) == ("pt", "https://h/model.tar", "hf_x")
+    cfg = load_config(SEED + "notes: built for the demo\nmodel_name: tiny\n")
+    assert cfg.warnings == (
+        "`notes` is ignored: cog-trt-llm does not read it (neither does this tool)",
+        "`model_name` is ignored: older cog-trt-llm versions read it as the model's directory name; "
+        "`model_id` decides now",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(SEED + "weight_fromat: safetensors\nhf_tokn: x\n")
+    assert err.value.problems == [
+        "weight_fromat: unknown key; did you mean `weight_format`?",
+        "hf_tokn: unknown key; did you mean `hf_token`?",
+    ]
+    with pytest.raises(ConfigError, match=r"weight_format: Input should be 'safetensors' or 'pt'"):
+        load_config(SEED + "weight_format: gguf\n")
+    cfg = load_config(SEED.replace("  output_dir: ./engine_outputs/\n", "  output_dir: ./engine_outputs/\n"
+                                   "  input_dir: ./c-model\n  description: x\n", 1))  # fmt: skip
+    assert cfg.warnings == (
+        "build.`input_dir` is ignored: older cog-trt-llm versions took it and never used it",
+        "build.`description` is ignored: cog-trt-llm does not read it (neither does this tool)",
+    )
+    with pytest.raises(ConfigError, match=r"build.argz: unknown key; did you mean `args`\?"):
+        load_config(SEED.replace("  args:\n    model_dir", "  argz:\n    model_dir"))

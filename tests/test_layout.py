@@ -87,3 +87,80 @@ def test_legacy_layouts(tmp_path: Path) -> None:
         and found.layout == "legacy_engine"
         and found.problems == ["expected engines for ranks [0, 1] (tensor_parallel=2), found ranks [0]"]
     )
+
+
+def _engine_config(d: Path, world: int, **build_config: object) -> None:
+    cfg = {"version": "1.2.1", "pretrained_config": {"mapping": {"world_size": world}}, "build_config": build_config}
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+def test_fast_build_engine_is_an_engine_with_its_managed_weights(tmp_path: Path) -> None:
+    d = engine(tmp_path / "e", 2)
+    _engine_config(d, 2, plugin_config={"manage_weights": True})
+    for r in range(2):
+        safetensors(d / f"rank{r}_managed_weights.safetensors")
+    (d / "model.cache").write_bytes(b"timing cache")  # a timing cache written here is not part of the engine
+    found = inspect_dir(d)
+    assert found and found.layout == "engine" and found.ok, found and found.problems
+    assert [n for n, _ in found.members()] == [
+        "config.json",
+        "rank0.engine",
+        "rank0_managed_weights.safetensors",
+        "rank1.engine",
+        "rank1_managed_weights.safetensors",
+    ]
+    (d / "rank1_managed_weights.safetensors").unlink()
+    found = inspect_dir(d)
+    assert found and found.problems == [
+        "missing rank1_managed_weights.safetensors: the engine was built with --fast_build (managed weights)"
+    ]
+
+
+def test_lora_copies_are_engine_members(tmp_path: Path) -> None:
+    d = engine(tmp_path / "e", 1)
+    _engine_config(d, 1, lora_config={"lora_dir": ["lora/0", "lora/1.nemo"], "lora_ckpt_source": "hf"})
+    (d / "lora" / "0").mkdir(parents=True)
+    (d / "lora" / "0" / "adapter_config.json").write_text("{}")
+    (d / "lora" / "0" / "adapter_model.safetensors").write_bytes(b"x")
+    (d / "lora" / "1.nemo").write_bytes(b"n")
+    found = inspect_dir(d)
+    assert found and found.ok, found and found.problems
+    assert [n for n, _ in found.members()] == [
+        "config.json",
+        "rank0.engine",
+        "lora/0/adapter_config.json",
+        "lora/0/adapter_model.safetensors",
+        "lora/1.nemo",
+    ]
+    (d / "lora" / "0" / "adapter_config.json").unlink()
+    found = inspect_dir(d)
+    assert found and found.problems == ["missing lora/0/adapter_config.json: the engine's lora_config names lora/0"]
+
+
+def test_context_parallel_checkpoint_shares_rank_files(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    d.mkdir()
+    mapping = {"world_size": 4, "tp_size": 2, "pp_size": 1, "cp_size": 2}
+    (d / "config.json").write_text(json.dumps({"architecture": "LlamaForCausalLM", "mapping": mapping}))
+    for r in range(2):
+        safetensors(d / f"rank{r}.safetensors")
+    found = inspect_dir(d)
+    assert found and found.ok and found.world_size == 4, found and found.problems
+    assert [n for n, _ in found.members()] == ["config.json", "rank0.safetensors", "rank1.safetensors"]
+    (d / "rank1.safetensors").unlink()
+    found = inspect_dir(d)
+    assert found and found.problems == [
+        "missing rank1.safetensors for mapping.world_size = 4 (tp x pp files: context-parallel ranks share them)"
+    ]
+
+
+def test_mixed_precision_engine_needs_quant_cfg(tmp_path: Path) -> None:
+    d = engine(tmp_path / "e", 1)
+    cfg = {"version": "1.2.1", "build_config": {},
+           "pretrained_config": {"mapping": {"world_size": 1}, "quantization": {"quant_algo": "MIXED_PRECISION"}}}  # fmt: skip
+    (d / "config.json").write_text(json.dumps(cfg))
+    found = inspect_dir(d)
+    assert found and found.problems == ["missing quant_cfg.json: a mixed-precision engine needs it"]
+    (d / "quant_cfg.json").write_text("{}")
+    found = inspect_dir(d)
+    assert found and found.ok and "quant_cfg.json" in [n for n, _ in found.members()]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, STANDIN, TRTLLM_DIR, CliRun, assert_processes_gone, start_hanging_build
+from conftest import OLD_RELEASE, ROOT, STANDIN_BIN, CliRun, assert_processes_gone, start_hanging_build, tree_dir
 
 SEED = ROOT / "examples" / "cog-trt-llm" / "tiny-gpt2.yaml"
 
@@ -75,34 +75,39 @@ def standin_calls(env_log: Path, *, parser_reads: bool = False) -> list[dict]:
 # --- plan ---------------------------------------------------------------------------------------
 
 
-def test_plan_json_for_seed_config(run_cli: CliRun, tmp_path: Path) -> None:
+@pytest.mark.parametrize("standin_release", [OLD_RELEASE])
+def test_plan_json_for_seed_config_on_the_old_tree(run_cli: CliRun, tmp_path: Path) -> None:
+    """Against a tree that still has the old scripts the seed config runs its own scripts and flags;
+    only paths change: the model, the tool-owned step dirs, and earlier outputs by name."""
     res = run_cli("plan", str(SEED), "--json", "--work-dir", str(tmp_path / "w"))
     assert res.returncode == 0, res.stderr
     plan = json.loads(res.stdout)
     work = tmp_path / "w"
     convert, build = plan["steps"]
     assert [s["name"] for s in plan["steps"]] == ["convert_to_ft", "build"]
-    assert convert["argv"][1] == str(TRTLLM_DIR / "examples" / "gpt" / "hf_gpt_convert.py")
-    # /src/models/<model_id> is mapped to the model dir; relative paths stay relative to the work dir (cwd)
+    assert convert["argv"][1] == str(tree_dir(OLD_RELEASE) / "examples" / "gpt" / "hf_gpt_convert.py")
     assert convert["argv"][2:] == [
+        "--out-dir",
+        str(work / "steps" / "convert_to_ft"),
         "--in-file",
         str(work / "model"),
-        "--out-dir",
-        "./c-model/gpt2",
         "--tensor-parallelism",
         "1",
         "--storage-type",
         "float16",
     ]
-    assert convert["cwd"] == str(work) and convert["output_dir"] == str(work / "c-model" / "gpt2" / "1-gpu")
+    assert convert["cwd"] == str(work) and convert["output_dir"] == str(work / "steps" / "convert_to_ft")
+    assert build["argv"][1].endswith("examples/gpt/build.py")
     assert build["argv"][2:] == [
-        "--model_dir",
-        "./c-model/gpt2/1-gpu",
         "--output_dir",
-        "./engine_outputs/",
+        str(work / "steps" / "build"),
+        "--model_dir",  # at run time: the sub-folder the converter really wrote (<out>/1-gpu)
+        str(work / "steps" / "convert_to_ft"),
         "--use_gpt_attention_plugin",
         "--remove_input_padding",
     ]
+    assert plan["translation"]["release"] == OLD_RELEASE
+    assert plan["translation"]["config"]["steps"][1]["args"]["model_dir"] == "{steps.convert_to_ft.output_dir}"
     assert not (tmp_path / "w").exists()  # plan touches nothing
     assert standin_calls(tmp_path / "standin.log") == []  # and runs nothing
 
@@ -115,7 +120,7 @@ def test_plan_injects_dirs_for_project_form(run_cli: CliRun, tmp_path: Path, tin
     w = tmp_path / "w"
     assert convert["argv"][1].endswith("examples/models/core/llama/convert_checkpoint.py")
     assert convert["argv"][2:6] == ["--model_dir", str(w / "model"), "--output_dir", str(w / "steps" / "convert")]
-    assert build["argv"][0] == str(STANDIN / "bin" / "trtllm-build")
+    assert build["argv"][0] == str(STANDIN_BIN / "trtllm-build")
     assert build["argv"][1:5] == [
         "--checkpoint_dir",
         str(w / "steps" / "convert"),
@@ -204,7 +209,8 @@ def test_missing_tree_is_a_setup_error(run_cli: CliRun, tmp_path: Path) -> None:
 # --- build --------------------------------------------------------------------------------------
 
 
-def test_build_seed_config(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
+@pytest.mark.parametrize("standin_release", [OLD_RELEASE])
+def test_build_seed_config_on_the_old_tree(run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]) -> None:
     model = tiny_model("gpt2")
     out = tmp_path / "engine.tar.gz"
     res = run_cli("build", str(SEED), "--model-dir", str(model), "--output", str(out))
@@ -217,7 +223,7 @@ def test_build_seed_config(run_cli: CliRun, tmp_path: Path, tiny_model: Callable
     assert [s["name"] for s in manifest["steps"]] == ["convert_to_ft", "build"]
     assert all(s["exit_code"] == 0 and s["duration_s"] >= 0 for s in manifest["steps"])
     assert manifest["model"] == {"id": "sshleifer/tiny-gpt2", "source": "local", "revision": None}
-    assert manifest["trtllm"]["version"] == "0.21.0"
+    assert manifest["trtllm"]["version"] == OLD_RELEASE
     # the sub-folder the old converter wrote into was found and its output verified
     assert "[convert_to_ft] verified legacy checkpoint" in res.stderr
 

@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 from cog import CancelationException, Secret
 from cog import Path as CogPath
+from conftest import DEFAULT_RELEASE
 
 from trtllm_builder.errors import BuilderError, ConfigError, SetupError, StepFailed
 
@@ -136,7 +138,7 @@ def run(
 def test_setup_reports_the_image(standin_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     predict.Predictor().setup()
     out = capsys.readouterr().out
-    assert "TensorRT-LLM 0.21.0" in out
+    assert f"TensorRT-LLM {DEFAULT_RELEASE}" in out
     assert "trtllm-build" in out and str(Path(standin_env["TRTLLM_DIR"]).resolve()) in out
     assert "NVIDIA A100-SXM4-80GB" in out
 
@@ -159,7 +161,9 @@ def test_setup_fails_when_tree_and_package_disagree(
     standin_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(predict, "trtllm_version", lambda _dir: "0.20.0")
-    with pytest.raises(SetupError, match=r"examples tree .* is version 0\.21\.0 but tensorrt_llm 0\.20\.0"):
+    with pytest.raises(
+        SetupError, match=rf"examples tree .* is version {re.escape(DEFAULT_RELEASE)} but tensorrt_llm 0\.20\.0"
+    ):
         predict.Predictor().setup()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hubserver
 import pytest
+from conftest import TRTLLM_DIR
 from hubserver import HubServer
 
 from trtllm_builder.config import load_config
@@ -24,7 +25,7 @@ from trtllm_builder.tree import TrtllmTree
 hub_server = hubserver.hub_server  # the fixture
 
 ROOT = Path(__file__).resolve().parent.parent
-TREE = TrtllmTree((ROOT / "tests" / "standin" / "TensorRT-LLM").resolve())
+TREE = TrtllmTree(TRTLLM_DIR.resolve())
 GIB = 1 << 30
 A100 = GpuInfo(0, "NVIDIA A100-SXM4-80GB", "8.0", 81920)
 L40S = GpuInfo(0, "NVIDIA L40S", "8.9", 46068)
@@ -74,6 +75,51 @@ def test_fp8_and_fp4_uses_are_found() -> None:
     assert plan_needs(_plan("{}", "{gemm_swiglu_plugin: fp8}")).fp8 == "step `build`: `--gemm_swiglu_plugin fp8`"
     assert plan_needs(_plan("{use_nvfp4: true}")).fp4 == "step `convert`: `--use_nvfp4`"
     assert plan_needs(_plan("{use_weight_only: true}")).fp8 is None
+
+
+B200 = GpuInfo(0, "NVIDIA B200", "10.0", 183359)
+RTX5090 = GpuInfo(0, "NVIDIA GeForce RTX 5090", "12.0", 32607)
+
+
+@pytest.mark.parametrize(
+    ("convert", "kwargs", "refused"),
+    [
+        ("{use_weight_only: true}", {}, ["step `convert`: `--use_weight_only` (INT8/INT4 weight-only)"]),
+        ("{int8_kv_cache: true}", {}, ["step `convert`: `--int8_kv_cache` (an INT8 KV cache)"]),
+        (
+            "{smoothquant: 0.5, per_channel: true}",
+            {},
+            ["step `convert`: `--smoothquant 0.5` (SmoothQuant)", "step `convert`: `--per_channel` (per-channel scaling)"],
+        ),
+        ("{use_fp8_rowwise: true}", {}, ["step `convert`: `--use_fp8_rowwise` (per-channel/per-token (FP8 rowwise) scaling)"]),
+        ("{qformat: int4_awq}", {"script": "quantize.py", "step_example": "quantization"},
+         ["step `convert`: `--qformat int4_awq` (INT8/INT4 weight-only)"]),
+        ("{qformat: int8_sq}", {"script": "quantize.py", "step_example": "quantization"},
+         ["step `convert`: `--qformat int8_sq` (SmoothQuant)"]),
+        ("{qformat: fp8, kv_cache_dtype: int8}", {"script": "quantize.py", "step_example": "quantization"},
+         ["step `convert`: `--kv_cache_dtype int8` (an INT8 KV cache)"]),
+        ("{ckpt-type: hf, weight_only_precision: int8}", {"example": "gemma"},
+         ["step `convert`: `--weight_only_precision int8` (INT8/INT4 weight-only)"]),
+        ("{weight_only_precision: int8}", {}, []),  # without --use_weight_only the llama converter ignores it
+        ("{qformat: w4a8_awq}", {"script": "quantize.py", "step_example": "quantization"}, []),
+        ("{use_fp8: true, fp8_kv_cache: true}", {}, []),
+        ("{qformat: nvfp4}", {"script": "quantize.py", "step_example": "quantization"}, []),
+    ],
+)  # fmt: skip
+def test_what_blackwell_refuses_is_found(convert: str, kwargs: dict[str, str], refused: list[str]) -> None:
+    assert list(plan_needs(_plan(convert, **kwargs)).sm100_refused) == refused
+
+
+def test_blackwell_refusal_names_the_gpu_and_what_works() -> None:
+    plan = _plan("{use_weight_only: true, weight_only_precision: int4}")
+    (error,) = _errors(preflight(plan, gpus=[H100, GpuInfo(1, "NVIDIA B200", "10.0", 183359)], model_bytes=None,
+                                 free_disk=None))  # fmt: skip
+    assert error.startswith("GPU 1 (NVIDIA B200) has compute capability 10.0, and on 10.x-11.x (Blackwell)")
+    assert "the plan uses step `convert`: `--use_weight_only` (INT8/INT4 weight-only)" in error
+    assert "use fp8 instead (`qformat: fp8`" in error and "nvfp4 (`qformat: nvfp4`)" in error
+    assert _errors(preflight(plan, gpus=[H100], model_bytes=None, free_disk=None)) == []
+    assert _errors(preflight(plan, gpus=[RTX5090], model_bytes=None, free_disk=None)) == []  # 12.x builds it
+    assert _errors(preflight(_plan("{dtype: float16}"), gpus=[B200], model_bytes=None, free_disk=None)) == []
 
 
 # --- findings -----------------------------------------------------------------------------------------

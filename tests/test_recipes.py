@@ -12,12 +12,21 @@ from typing import Any
 import hubserver
 import pytest
 import yaml
+from conftest import DEFAULT_RELEASE
 from hubserver import HubServer
 
 from trtllm_builder.config import load_config
 from trtllm_builder.errors import ArgsError, ConfigError
 from trtllm_builder.pipeline import prepare
-from trtllm_builder.recipes import ARCHITECTURES, FAMILIES, QUANTIZATIONS, Recipe, expand_recipe
+from trtllm_builder.recipes import (
+    ARCHITECTURES,
+    FAMILIES,
+    QUANTIZATIONS,
+    Recipe,
+    build_rules,
+    expand_recipe,
+    int8_kv_cache_in,
+)
 
 hub_server = hubserver.hub_server  # the fixture
 
@@ -238,8 +247,8 @@ def test_printed_steps_plan_to_the_same_argv(standin_env: dict[str, str], tiny_m
     config, plan = prepare("c.yaml", text=text, work_dir=tmp_path / "work")
     assert config.recipe_source == f"{model}/config.json"
     assert [s.checked_by for s in plan.steps] == [
-        "models/core/qwen/convert_checkpoint.py (0.21.0)",
-        "trtllm-build (0.21.0)",
+        f"models/core/qwen/convert_checkpoint.py ({DEFAULT_RELEASE})",
+        f"trtllm-build ({DEFAULT_RELEASE})",
     ]
     described = plan.describe()
     assert f"recipe expands to (model config read from {model}/config.json)" in described
@@ -257,8 +266,9 @@ def test_build_args_are_checked_against_trtllm_build(standin_env: dict[str, str]
     with pytest.raises(ArgsError) as err:
         prepare("c.yaml", text=text, work_dir=tmp_path / "work")
     assert err.value.problems == [
-        "step `build`: `--max_output_len` is not a flag of trtllm-build (0.21.0); did you mean `--max_seq_len`, "
-        "`--max_input_len`? (`--max_seq_len` replaced it: the input plus the output tokens)",
+        f"step `build`: `--max_output_len` is not a flag of trtllm-build ({DEFAULT_RELEASE}); write "
+        "`max_seq_len: 1280` instead (the default max_input_len of trtllm-build 1024 + max_output_len 256: "
+        "--max_seq_len counts the input and the output tokens)",
         "step `build`: `--gemm_swiglu_plugin auto` is not one of fp8, disable",
     ]
 
@@ -310,3 +320,19 @@ def test_recipe_builds_end_to_end(run_cli: Callable[..., subprocess.CompletedPro
         manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
     assert {"rank0.engine", "rank1.engine", "config.json"} <= names
     assert manifest["engine"]["world_size"] == 2
+
+
+def test_int8_kv_cache_turns_paged_context_fmha_off_in_the_rules() -> None:
+    """With an INT8 KV cache the builder disables paged context FMHA: rules that need it must know."""
+    kv = "`--int8_kv_cache` (step `convert`)"
+    assert build_rules({"max_input_len": "512", "max_num_tokens": "256"}) == []  # paged context FMHA: on
+    (problem,) = build_rules({"max_input_len": "512", "max_num_tokens": "256"}, int8_kv=kv)
+    assert problem.startswith("max_num_tokens (256) is less than max_input_len (512)")
+    assert f"but the INT8 KV cache of {kv} turns it off: raise max_num_tokens to 512 or use an FP8 KV cache" in problem
+    (problem,) = build_rules({"use_paged_context_fmha": "enable"}, int8_kv=kv)
+    assert problem.startswith(f"`use_paged_context_fmha: enable` has no effect with the INT8 KV cache of {kv}")
+    assert build_rules({"use_paged_context_fmha": "disable"}, int8_kv=kv) == []
+    assert int8_kv_cache_in({"int8_kv_cache": "true"}) == "--int8_kv_cache"
+    assert int8_kv_cache_in({"kv_cache_dtype": "int8"}) == "--kv_cache_dtype int8"
+    assert int8_kv_cache_in({"calibrate-kv-cache": "true"}) == "--calibrate-kv-cache"
+    assert int8_kv_cache_in({"kv_cache_dtype": "fp8"}) is None

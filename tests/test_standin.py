@@ -14,28 +14,32 @@ from pathlib import Path
 
 import pytest
 from modelgen import make_tiny_model
+from standin_world import DEFAULT_RELEASE, OLD_RELEASE, RELEASES, STANDIN_TOOLS, bin_dir, standin_path, tree_dir
 
-STANDIN = Path(__file__).parent / "standin"
-TREE = STANDIN / "TensorRT-LLM"
-BIN = STANDIN / "bin"
+TREE = tree_dir(DEFAULT_RELEASE)
 EX = TREE / "examples"
 CORE = EX / "models" / "core"
-BANNER = "[TensorRT-LLM] TensorRT-LLM version: 0.21.0"
+OLD = tree_dir(OLD_RELEASE) / "examples"
+BANNER = f"[TensorRT-LLM] TensorRT-LLM version: {DEFAULT_RELEASE}"
 
 
-def _env(**extra: str) -> dict[str, str]:
+def _env(release: str = DEFAULT_RELEASE, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STANDIN_", "OMPI_"))}
-    env["PATH"] = os.pathsep.join([str(BIN), str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PATH"] = standin_path(release)
     env.update(extra)
     return env
 
 
-def run(argv: list[str | Path], *, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=_env(**env), cwd=cwd, timeout=60)
+def run(
+    argv: list[str | Path], *, cwd: Path | None = None, release: str = DEFAULT_RELEASE, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, env=_env(release, **env), cwd=cwd, timeout=60
+    )
 
 
-def py(script: Path, *args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, script, *args], **env)
+def py(script: Path, *args: str | Path, release: str = DEFAULT_RELEASE, **env: str) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, script, *args], release=release, **env)
 
 
 def st_header(path: Path) -> dict:
@@ -79,24 +83,43 @@ def engine_tp2(llama_tp2: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
-def test_layout_exists() -> None:
+def _scripts(release: str) -> list[str]:
+    ex = tree_dir(release) / "examples"
+    return sorted(p.relative_to(ex).as_posix() for p in ex.rglob("*.py"))
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_layout_of_current_releases(release: str) -> None:
+    """Exactly the scripts the release has, where it has them (converters only under models/core)."""
+    core = [f"models/core/{fam}/convert_checkpoint.py" for fam in ("gemma", "gpt", "llama", "phi", "qwen")]
+    assert _scripts(release) == sorted([*core, "quantization/quantize.py", "run.py", "utils.py"])
+    ex = tree_dir(release) / "examples"
     for fam in ("gpt", "llama", "qwen", "phi", "gemma"):
-        for name in ("convert_checkpoint.py", "README.md", "requirements.txt"):
-            assert (CORE / fam / name).is_file()
-    assert sorted(p.name for p in (CORE / "mixtral").iterdir()) == ["README.md"]
-    for rel in (
-        "quantization/quantize.py",
-        "run.py",
-        "utils.py",
-        "gpt/convert_checkpoint.py",
-        "llama/convert_checkpoint.py",
-        "gpt/hf_gpt_convert.py",
-        "gpt/build.py",
-    ):
-        assert (EX / rel).is_file(), rel
-    assert '__version__ = "0.21.0"' in (TREE / "tensorrt_llm/version.py").read_text()
-    for exe in ("trtllm-build", "mpirun", "nvidia-smi"):
-        assert os.access(BIN / exe, os.X_OK)
+        assert (ex / "models/core" / fam / "README.md").is_file()
+    assert sorted(p.name for p in (ex / "models/core/mixtral").iterdir()) == ["README.md"]
+    assert f'__version__ = "{release}"' in (tree_dir(release) / "tensorrt_llm/version.py").read_text()
+    assert os.access(bin_dir(release) / "trtllm-build", os.X_OK)
+    for exe in ("mpirun", "nvidia-smi"):
+        assert os.access(STANDIN_TOOLS / exe, os.X_OK)
+
+
+def test_layout_of_the_old_release() -> None:
+    """0.7.1, cog-trt-llm's era: per-model build.py and hf_gpt_convert.py, and no trtllm-build yet."""
+    assert _scripts(OLD_RELEASE) == ["gpt/build.py", "gpt/hf_gpt_convert.py", "llama/build.py"]
+    assert not bin_dir(OLD_RELEASE).exists()
+
+
+@pytest.mark.parametrize("release", [*RELEASES, OLD_RELEASE])
+def test_every_script_claims_its_trees_version(release: str) -> None:
+    ex = tree_dir(release) / "examples"
+    scripts = [p for p in ex.rglob("*.py") if p.name != "utils.py"]
+    for script in scripts:
+        r = py(script, "--help", release=release)
+        assert r.returncode == 0, (script, r.stderr)
+        assert r.stdout.splitlines()[0] == f"[TensorRT-LLM] TensorRT-LLM version: {release}", script
+    if bin_dir(release).exists():
+        r = run(["trtllm-build", "--help"], release=release)
+        assert r.stdout.splitlines()[0] == f"[TensorRT-LLM] TensorRT-LLM version: {release}"
 
 
 def test_banner_precedes_help() -> None:
@@ -195,7 +218,7 @@ def test_trtllm_build_outputs(engine_tp2: Path) -> None:
     assert names == ["config.json", "rank0.engine", "rank1.engine"]
     assert (engine_tp2 / "rank1.engine").stat().st_size == 10000
     cfg = json.loads((engine_tp2 / "config.json").read_text())
-    assert cfg["version"] == "0.21.0"
+    assert cfg["version"] == DEFAULT_RELEASE
     assert cfg["pretrained_config"]["mapping"]["world_size"] == 2
     bc = cfg["build_config"]
     assert bc["max_seq_len"] == 256 and bc["max_input_len"] == 256  # clipped from the 1024 default
@@ -336,7 +359,7 @@ def test_garbage_control(models: dict[str, Path], tmp_path: Path) -> None:
 
 def test_old_style_pair(models: dict[str, Path], tmp_path: Path) -> None:
     r = py(
-        EX / "gpt/hf_gpt_convert.py",
+        OLD / "gpt/hf_gpt_convert.py",
         "-i",
         models["gpt2"],
         "-o",
@@ -345,13 +368,14 @@ def test_old_style_pair(models: dict[str, Path], tmp_path: Path) -> None:
         "1",
         "--storage-type",
         "float16",
+        release=OLD_RELEASE,
     )
     assert r.returncode == 0, r.stderr
     ft = tmp_path / "c-model" / "1-gpu"
     assert (ft / "config.ini").is_file() and (ft / "model.wte.bin").is_file()
     assert (ft / "model.layers.0.attention.query_key_value.weight.0.bin").is_file()
     r = py(
-        EX / "gpt/build.py",
+        OLD / "gpt/build.py",
         "--model_dir",
         ft,
         "--output_dir",
@@ -362,14 +386,40 @@ def test_old_style_pair(models: dict[str, Path], tmp_path: Path) -> None:
         "--remove_input_padding",
         "--max_output_len",
         "32",
+        release=OLD_RELEASE,
     )
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (tmp_path / "eng").iterdir()) == ["config.json", "gpt_float16_tp1_rank0.engine"]
+    # like the real one, build.py saves its timing cache into the output dir
+    assert sorted(p.name for p in (tmp_path / "eng").iterdir()) == [
+        "config.json",
+        "gpt_float16_tp1_rank0.engine",
+        "model.cache",
+    ]
     cfg = json.loads((tmp_path / "eng" / "config.json").read_text())
     assert cfg["builder_config"]["name"] == "gpt" and cfg["builder_config"]["tensor_parallel"] == 1
     assert cfg["plugin_config"]["gpt_attention_plugin"] == "float16"
-    r = py(EX / "gpt/build.py", "--model_dir", tmp_path / "missing")
+    r = py(OLD / "gpt/build.py", "--model_dir", tmp_path / "missing", release=OLD_RELEASE)
     assert r.returncode == 1 and "NoSectionError" in r.stderr
+
+
+def test_old_llama_build_reads_the_hf_model(models: dict[str, Path], tmp_path: Path) -> None:
+    """v0.7 llama/build.py reads the Hugging Face model itself: no conversion step, engines + timing cache out."""
+    argv = ["--model_dir", models["llama"], "--output_dir", tmp_path / "eng", "--use_gpt_attention_plugin"]
+    r = py(OLD / "llama/build.py", *argv, "--world_size", "2", "--tp_size", "2", release=OLD_RELEASE)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "eng").iterdir()) == [
+        "config.json",
+        "llama_float16_tp2_rank0.engine",
+        "llama_float16_tp2_rank1.engine",
+        "model.cache",
+    ]
+    cfg = json.loads((tmp_path / "eng" / "config.json").read_text())
+    assert cfg["builder_config"]["name"] == "llama" and cfg["builder_config"]["tensor_parallel"] == 2
+    assert cfg["plugin_config"]["gpt_attention_plugin"] == "float16"
+    r = py(OLD / "llama/build.py", "--model_dir", models["llama"], "--output_dir", tmp_path / "e2", release=OLD_RELEASE)
+    assert r.returncode == 1 and "LLaMa must use gpt attention plugin" in r.stderr
+    r = py(OLD / "llama/build.py", *argv, "--tp_size", "2", release=OLD_RELEASE)
+    assert r.returncode == 1 and "AssertionError" in r.stderr  # pp_size * tp_size must equal world_size
 
 
 def test_quantize_sets_quant_algo(models: dict[str, Path], tmp_path: Path) -> None:
@@ -402,3 +452,144 @@ def test_modelgen_variants(tmp_path: Path) -> None:
     d = make_tiny_model(tmp_path / "bin", "gpt2", safetensors=False, tokenizer=False)
     assert zipfile.is_zipfile(d / "pytorch_model.bin") and not (d / "tokenizer.json").exists()
     assert "transformer.wte.weight" in st_header(make_tiny_model(tmp_path / "st", "gpt2") / "model.safetensors")
+
+
+def test_trtllm_build_flags_differ_per_release() -> None:
+    """0.21.0 still has the auto-parallel flags; 1.x removed them and marks the engine workflow legacy."""
+    old = run(["trtllm-build", "--help"], release="0.21.0")
+    new = run(["trtllm-build", "--help"], release="1.2.1")
+    for flag in ("--auto_parallel", "--gpus_per_node", "--cluster_key"):
+        assert flag in old.stdout and flag not in new.stdout
+    assert "LEGACY WARNING: trtllm-build" in new.stderr and "LEGACY" not in old.stderr
+    r = py(CORE / "llama/convert_checkpoint.py", "--help")
+    assert "LEGACY WARNING: convert_checkpoint.py" in r.stderr and "FutureWarning" in r.stderr
+
+
+def _convert(model: Path, out: Path, *args: str) -> Path:
+    r = py(CORE / "llama/convert_checkpoint.py", "--model_dir", model, "--output_dir", out, *args)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def _build(ckpt: Path, out: Path, *args: str | Path, cwd: Path | None = None, **env: str):
+    return run(["trtllm-build", "--checkpoint_dir", ckpt, "--output_dir", out, *args], cwd=cwd, **env)
+
+
+def test_fast_build_writes_managed_weights_the_runtime_needs(llama_tp2: Path, models: dict[str, Path],
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    out = tmp_path / "fast"
+    assert _build(llama_tp2, out, "--fast_build", cwd=tmp_path).returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "rank0.engine",
+        "rank0_managed_weights.safetensors",
+        "rank1.engine",
+        "rank1_managed_weights.safetensors",
+    ]
+    assert st_header(out / "rank1_managed_weights.safetensors")  # a real safetensors file
+    assert json.loads((out / "config.json").read_text())["build_config"]["plugin_config"]["manage_weights"] is True
+    argv = [sys.executable, EX / "run.py", "--engine_dir", out, "--tokenizer_dir", models["llama"],
+            "--max_output_len", "4"]  # fmt: skip
+    assert run(["mpirun", "-n", "2", "--allow-run-as-root", *argv]).returncode == 0
+    (out / "rank1_managed_weights.safetensors").unlink()
+    r = run(["mpirun", "-n", "2", "--allow-run-as-root", *argv])
+    assert r.returncode == 1 and "rank1_managed_weights.safetensors: No such file or directory" in r.stderr
+
+
+def test_lora_dirs_are_copied_into_the_engine(llama_tp2: Path, tmp_path: Path) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"r": 8, "target_modules": ["q_proj"]}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"\x08" + b"\0" * 7 + b"{}")
+    out = tmp_path / "e"
+    r = _build(llama_tp2, out, "--lora_plugin", "auto", "--lora_dir", adapter, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "lora").rglob("*")) == [
+        "lora/0",
+        "lora/0/adapter_config.json",
+        "lora/0/adapter_model.safetensors",
+    ]
+    lora = json.loads((out / "config.json").read_text())["build_config"]["lora_config"]
+    assert lora["lora_dir"] == ["lora/0"]  # rewritten to the engine's own copy
+    # without the LoRA plugin the dirs are ignored, like the real build_model
+    plain = tmp_path / "plain"
+    assert _build(llama_tp2, plain, "--lora_dir", adapter, cwd=tmp_path).returncode == 0
+    assert not (plain / "lora").exists()
+    r = _build(llama_tp2, tmp_path / "bad", "--lora_plugin", "auto", "--lora_dir", tmp_path / "none", cwd=tmp_path)
+    assert r.returncode == 1 and "adapter_config.json" in r.stderr
+
+
+def test_context_parallel_ranks_share_checkpoint_files(models: dict[str, Path], tmp_path: Path) -> None:
+    ckpt = _convert(models["llama"], tmp_path / "cp", "--tp_size", "2", "--cp_size", "2")
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "rank0.safetensors", "rank1.safetensors"]
+    mapping = json.loads((ckpt / "config.json").read_text())["mapping"]
+    assert (mapping["world_size"], mapping["tp_size"], mapping["cp_size"]) == (4, 2, 2)
+    out = tmp_path / "e"
+    r = _build(ckpt, out, cwd=tmp_path, STANDIN_GPUS=",".join(["NVIDIA H100 80GB HBM3:9.0:81559"] * 4))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.glob("rank*")) == [f"rank{n}.engine" for n in range(4)]
+
+
+BLACKWELL = "NVIDIA B200:10.0:183359"
+
+
+@pytest.mark.parametrize(
+    ("convert_args", "message"),
+    [
+        (
+            ["--use_weight_only", "--weight_only_precision", "int8"],
+            "INT8/INT4 quantization is not supported on SM>=100.",
+        ),
+        (
+            ["--use_weight_only", "--weight_only_precision", "int4"],
+            "INT8/INT4 quantization is not supported on SM>=100.",
+        ),
+        (["--int8_kv_cache"], "INT8/INT4 quantization is not supported on SM>=100."),
+        (["--smoothquant", "0.5", "--per_token", "--per_channel"], "SmoothQuant is not supported on SM>=100."),
+        (["--use_fp8_rowwise"], "Per-channel or per-token scaling is not supported on SM>=100."),
+    ],
+)
+def test_blackwell_refuses_int8_int4_smoothquant_and_per_channel(
+    convert_args: list[str], message: str, models: dict[str, Path], tmp_path: Path
+) -> None:
+    ckpt = _convert(models["llama"], tmp_path / "c", *convert_args)
+    r = _build(ckpt, tmp_path / "e", cwd=tmp_path, STANDIN_GPUS=BLACKWELL)
+    assert r.returncode == 1 and f"RuntimeError: {message}" in r.stderr
+    # SM 12.x (RTX 50 series) is not refused, and neither is a Hopper
+    for gpus in ("NVIDIA GeForce RTX 5090:12.0:32607", "NVIDIA H100 80GB HBM3:9.0:81559"):
+        assert _build(ckpt, tmp_path / "ok", cwd=tmp_path, STANDIN_GPUS=gpus).returncode == 0
+
+
+def test_blackwell_builds_fp8(models: dict[str, Path], tmp_path: Path) -> None:
+    ckpt = _convert(models["llama"], tmp_path / "c", "--use_fp8", "--fp8_kv_cache")
+    assert _build(ckpt, tmp_path / "e", cwd=tmp_path, STANDIN_GPUS=BLACKWELL).returncode == 0
+
+
+def test_int8_kv_cache_turns_paged_context_fmha_off(models: dict[str, Path], tmp_path: Path) -> None:
+    ckpt = _convert(models["llama"], tmp_path / "c", "--int8_kv_cache")
+    r = _build(ckpt, tmp_path / "e", "--use_paged_context_fmha", "enable", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Paged Context FMHA is disabled because it doesn't work with int8 kv cache currently." in r.stdout
+    plugins = json.loads((tmp_path / "e" / "config.json").read_text())["build_config"]["plugin_config"]
+    assert plugins["use_paged_context_fmha"] is False
+    plain = _convert(models["llama"], tmp_path / "p")
+    assert _build(plain, tmp_path / "pe", cwd=tmp_path).returncode == 0
+    plugins = json.loads((tmp_path / "pe" / "config.json").read_text())["build_config"]["plugin_config"]
+    assert plugins["use_paged_context_fmha"] is True
+
+
+def test_timing_cache_lands_in_the_working_directory(llama_tp2: Path, tmp_path: Path) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    assert _build(llama_tp2, tmp_path / "e", cwd=cwd).returncode == 0
+    assert (cwd / "model.cache").is_file() and not (tmp_path / "e" / "model.cache").exists()
+    assert _build(llama_tp2, tmp_path / "e2", "--output_timing_cache", tmp_path / "t.cache", cwd=cwd).returncode == 0
+    assert (tmp_path / "t.cache").is_file()
+
+
+def test_run_py_prints_multi_line_outputs_unescaped(engine_tp2: Path, models: dict[str, Path]) -> None:
+    argv = [sys.executable, EX / "run.py", "--engine_dir", engine_tp2, "--tokenizer_dir", models["llama"],
+            "--max_output_len", "8", "--input_text", "hi"]  # fmt: skip
+    r = run(["mpirun", "-n", "2", "--allow-run-as-root", *argv], STANDIN_OUTPUT_TEXT='one\\n"two"\\nthree')
+    assert r.returncode == 0, r.stderr
+    assert 'Output [Text 0 Beam 0]: "one\n"two"\nthree"\n' in r.stdout

@@ -32,6 +32,7 @@ __all__ = [
     "OutputSpec",
     "SmokeTest",
     "StepSpec",
+    "Translation",
     "load_config",
     "parse_config",
 ]
@@ -111,13 +112,23 @@ class LegacyStepModel(_Strict):
 
 
 class LegacyModel(_Strict):
+    """cog-trt-llm's top-level keys: the ones its predict.py and trt_llm_builder.py read."""
+
     model_id: Annotated[str, Field(min_length=1, max_length=4096)]
     example_name: Annotated[str, Field(min_length=1)]
     hf_token: str | None = None
     model_tar_url: str | None = None
+    weight_format: Literal["safetensors", "pt"] | None = None  # which weights its downloader fetched
     convert_to_ft: LegacyStepModel | None = None
     quantize: LegacyStepModel | None = None
     build: LegacyStepModel | None = None
+
+
+# Keys older cog-trt-llm versions read and later ones dropped: accepted and ignored, with a warning.
+LEGACY_IGNORED = {
+    "model_name": "older cog-trt-llm versions read it as the model's directory name; `model_id` decides now",
+    "input_dir": "older cog-trt-llm versions took it and never used it",
+}
 
 
 # --- the normalised form every later stage works on -------------------------------------------------
@@ -128,6 +139,16 @@ class ModelSpec:
     id: str
     revision: str | None = None
     tar_url: str | None = None
+    weight_format: str | None = None  # cog-trt-llm's `weight_format` (safetensors | pt), as given
+
+
+@dataclass(frozen=True)
+class Translation:
+    """A cog-trt-llm config as the project form on the pinned release (see translate.py)."""
+
+    release: str | None  # the TensorRT-LLM version it was translated onto
+    project: dict[str, Any]  # the project-form config a user can copy (no secrets)
+    notes: tuple[str, ...]  # one per changed flag, script or path
 
 
 @dataclass(frozen=True)
@@ -170,6 +191,8 @@ class BuildConfig:
     raw: dict[str, Any] = field(default_factory=dict)  # as given, secrets redacted
     recipe: Recipe | None = None  # steps are empty until recipes.expand_config fills them
     recipe_source: str | None = None  # where the expansion read the model's config.json
+    warnings: tuple[str, ...] = ()  # keys accepted but ignored (cog-trt-llm's form), shown as plan notes
+    translation: Translation | None = None  # a cog-trt-llm config translated onto the pinned release
 
     @property
     def secrets(self) -> list[str]:
@@ -180,6 +203,7 @@ class BuildConfig:
 
 _PROJECT_KEYS = frozenset(ProjectModel.model_fields)
 _LEGACY_KEYS = frozenset(LegacyModel.model_fields)
+_LEGACY_STEP_KEYS = frozenset(LegacyStepModel.model_fields)
 
 
 def _did_you_mean(word: str, options: Any) -> str:
@@ -343,6 +367,51 @@ def _from_project(
     return ModelSpec(m.model.id, m.model.revision, m.model.tar_url), m.trtllm.example, steps, out, smoke
 
 
+def _split_unknown(
+    data: dict[str, Any], known: frozenset[str], where: str, problems: list[str], warnings: list[str]
+) -> dict[str, Any]:
+    """cog-trt-llm ignored keys it did not read: so do we, loudly; a near-miss of a known key is an error."""
+    kept: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in known:
+            kept[key] = value
+        elif key in LEGACY_IGNORED:
+            warnings.append(f"{where}`{key}` is ignored: {LEGACY_IGNORED[key]}")
+        elif close := _near_miss(key, known):
+            problems.append(f"{where}{key}: unknown key; did you mean `{close}`?")
+        else:
+            warnings.append(f"{where}`{key}` is ignored: cog-trt-llm does not read it (neither does this tool)")
+    return kept
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance (keys are short)."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def _near_miss(key: str, known: frozenset[str]) -> str | None:
+    """A known key ``key`` is probably a typo of: very similar, or one or two edits away."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+    if close:
+        return close[0]
+    best = min(sorted(known), key=lambda k: _edits(key, k))
+    return best if _edits(key, best) <= max(1, len(best) // 5) else None
+
+
+def _legacy_keys(data: dict[str, Any], problems: list[str], warnings: list[str]) -> dict[str, Any]:
+    top = _split_unknown(data, _LEGACY_KEYS, "", problems, warnings)
+    for name in LEGACY_STEP_ORDER:
+        step = top.get(name)
+        if isinstance(step, dict):
+            top[name] = _split_unknown(step, _LEGACY_STEP_KEYS, f"{name}.", problems, warnings)
+    return top
+
+
 def _from_legacy(m: LegacyModel, problems: list[str]) -> tuple[ModelSpec, str | None, list[StepSpec]]:
     steps: list[StepSpec] = []
     for name in LEGACY_STEP_ORDER:
@@ -368,7 +437,7 @@ def _from_legacy(m: LegacyModel, problems: list[str]) -> tuple[ModelSpec, str | 
         )
     if not steps:
         problems.append("no steps: give at least one of `convert_to_ft`, `quantize`, `build`")
-    return ModelSpec(m.model_id, None, m.model_tar_url), m.example_name, steps
+    return ModelSpec(m.model_id, None, m.model_tar_url, m.weight_format), m.example_name, steps
 
 
 def parse_config(data: Any, *, source: str = "config") -> BuildConfig:
@@ -388,8 +457,13 @@ def parse_config(data: Any, *, source: str = "config") -> BuildConfig:
             f"({', '.join(sorted(keys & _PROJECT_KEYS))}); use one form"
         )
     problems: list[str] = []
+    warnings: list[str] = []
     raw = redact_config(data)
     model_cls: type[BaseModel] = LegacyModel if legacy else ProjectModel
+    if legacy:
+        data = _legacy_keys(data, problems, warnings)
+        if problems:
+            raise ConfigError(f"{source} is invalid:", problems=problems)
     try:
         parsed = model_cls.model_validate(data)
     except ValidationError as exc:
@@ -450,6 +524,7 @@ def parse_config(data: Any, *, source: str = "config") -> BuildConfig:
         hf_token=token or None,
         raw=raw,
         recipe=recipe,
+        warnings=tuple(warnings),
     )
 
 

@@ -29,11 +29,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from . import flagtable
 
 __all__ = [
     "DUMP_ENV",
@@ -128,14 +130,6 @@ sys.stderr.flush()
 os._exit(17)
 """
 
-# Flags that were removed from TensorRT-LLM, with what replaced them (shown when that exists).
-REPLACED_FLAGS: dict[str, tuple[str, str]] = {
-    "max_output_len": ("max_seq_len", "`--max_seq_len` replaced it: the input plus the output tokens"),
-    "use_gpt_attention_plugin": ("gpt_attention_plugin", "it is now `--gpt_attention_plugin <dtype>`"),
-    "use_gemm_plugin": ("gemm_plugin", "it is now `--gemm_plugin <dtype>`"),
-    "enable_context_fmha": ("context_fmha", "it is now `--context_fmha enable`"),
-    "use_inflight_batching": ("kv_cache_type", "in-flight batching needs `--kv_cache_type paged`, the default"),
-}
 _BOOL_WORDS = frozenset({"true", "false", "1", "0", "yes", "no", "y", "n", "t", "f", "on", "off"})
 _NUMBER_RE = re.compile(r"^-\d|^-\.\d")
 
@@ -595,6 +589,11 @@ def _groups(tokens: Sequence[str]) -> list[tuple[str, list[str]]]:
     return groups
 
 
+def _flag_values(tokens: Sequence[str]) -> dict[str, str]:
+    """``{flag: value}`` of rendered tokens (a bare flag: ``"true"``), for messages that show a rewrite."""
+    return {_key(flag): (values[0] if values else "true") for flag, values in _groups(tokens) if flag}
+
+
 def _type_problem(opt: OptionSpec, value: str) -> str | None:
     t = (opt.type_name or "").lower()
     if t == "int":
@@ -645,15 +644,15 @@ def _value_hint(opt: OptionSpec) -> str:
     return f" ({what})" if what else ""
 
 
-def _unknown(flag: str, spec: ParserSpec, label: str) -> str:
+def _unknown(flag: str, spec: ParserSpec, label: str, program: str | None, args: Mapping[str, str]) -> str:
     msg = f"`{flag}` is not a flag of {label}"
     longs = [f for f in spec.flags() if f.startswith("--")]
-    replaced = REPLACED_FLAGS.get(_key(flag))
+    # a flag of an older release: the exact rewrite, from the same table cog-trt-llm configs are translated with
+    rewrite = flagtable.hint(program, _key(flag), args) if program else None
+    if rewrite is not None:
+        return f"{msg}; {rewrite}"
     why = ""
     close: list[str] = []
-    if replaced is not None and f"--{replaced[0]}" in longs:
-        close.append(f"--{replaced[0]}")
-        why = f" ({replaced[1]})"
     prefixed = [f for f in longs if f.startswith(flag)]
     for c in [*difflib.get_close_matches(flag, longs, n=3, cutoff=0.6), *prefixed[:3]]:
         if c not in close:
@@ -665,12 +664,16 @@ def _unknown(flag: str, spec: ParserSpec, label: str) -> str:
     return msg + why
 
 
-def check_tokens(spec: ParserSpec, tokens: Sequence[str], *, label: str) -> tuple[list[str], list[str]]:
+def check_tokens(
+    spec: ParserSpec, tokens: Sequence[str], *, label: str, program: str | None = None
+) -> tuple[list[str], list[str]]:
     """Check rendered args against ``spec`` the way its parser would, minus abbreviations.
 
     Returns ``(problems, notes)``; each message names the flag and the fix. ``label`` names the
-    program in messages (``trtllm-build (0.21.0)``).
+    program in messages (``trtllm-build (0.21.0)``); ``program`` (``trtllm-build``,
+    ``convert_checkpoint.py``) lets an old flag's message give its exact rewrite.
     """
+    given_args = _flag_values(tokens)
     problems: list[str] = []
     notes: list[str] = []
     seen_dest: dict[str, str] = {}
@@ -684,7 +687,7 @@ def check_tokens(spec: ParserSpec, tokens: Sequence[str], *, label: str) -> tupl
             continue
         opt = spec.option(flag)
         if opt is None:
-            msg = _unknown(flag, spec, label)
+            msg = _unknown(flag, spec, label, program, given_args)
             if lenient:
                 notes.append(msg + f" ({label} parses with parse_known_args: passed on unchecked)")
             else:

@@ -28,7 +28,7 @@ from .layout import Found, describe_dir, inspect_dir, locate
 from .modelcache import writable_cache_dir
 from .package import remove_stale_partials, sha256_file, write_archive
 from .parsers import ParserCache
-from .plan import Plan, PlannedStep, make_plan
+from .plan import Plan, PlannedStep, make_plan, model_dir_writes
 from .preflight import check_machine, raise_for_errors
 from .progress import DEFAULT_INTERVAL_S
 from .recipes import resolve_recipe
@@ -37,8 +37,9 @@ from .secrets import collect as collect_secrets
 from .secrets import hf_token as hf_token_of
 from .secrets import mask_url, scrub, secrets_in_text, step_environment
 from .serving import check_outputs, run_smoke_test, triton_members, triton_summary
-from .sources import FetchedModel, ModelRef, check_ref, fetch_model, tokenizer_files
+from .sources import FetchedModel, ModelRef, check_ref, classify, fetch_model, local_path, tokenizer_files
 from .stepcache import CachedStep, Hold, StepCache, content_hash, step_key
+from .translate import known_flags_from, translate
 from .tree import TrtllmTree, find_tree
 from .upload import S3Credentials, UploadResult, pack_and_upload
 from .versions import trtllm_version
@@ -154,9 +155,16 @@ def prepare(
     check_ref(ModelRef(str(model_dir)) if model_dir else ModelRef(model.id, model.revision, model.tar_url))
     tree = find_tree(trtllm_dir)
     # --- args checked against the real parsers; recipes expanded (see parsers.py, recipes.py) ---
+    release = trtllm_version(tree.root)
+    parsers = ParserCache(cache, version=release)
+    # cog-trt-llm's form: translated onto this tree's release, flag by flag (see translate.py)
+    config = translate(config, tree, known_flags=known_flags_from(parsers, tree), release=release)
     config = resolve_recipe(config, token=token, cache_dir=cache, local_dir=model_dir)
-    parsers = ParserCache(cache, version=trtllm_version(tree.root))
-    plan = make_plan(config, tree, work_dir or default_work_dir(text), parsers=parsers)
+    roots = [cache / "models", cache / "tars"]  # cached snapshots: shared by every later build
+    ref = ModelRef(str(model_dir)) if model_dir else ModelRef(model.id, model.revision, model.tar_url)
+    if classify(ref) == "local":
+        roots.insert(0, local_path(ref.id).resolve())
+    plan = make_plan(config, tree, work_dir or default_work_dir(text), parsers=parsers, model_roots=roots)
     check_outputs(config, tree, backend=backend_dir, upload=upload, plan=plan, parsers=parsers)
     return config, plan
 
@@ -235,9 +243,12 @@ def _engine_summary(found: Found) -> dict[str, Any]:
     }
 
 
-def _engine_members(engine: Found, model_dir: Path) -> list[tuple[str, Path]]:
-    members = [(p.name, p) for p in engine.files()]
+def _engine_members(engine: Found, model_dir: Path, log: Log) -> list[tuple[str, Path]]:
+    members = engine.members()  # rank files, managed weights, lora/<i>/..., quant_cfg.json
     taken = {n for n, _ in members}
+    left = sorted(p.name for p in engine.path.iterdir() if p.name not in taken and p.name != "lora")
+    if left:  # e.g. a timing cache written into the engine dir: not part of the engine
+        log(f"not packed (not part of the engine): {', '.join(left)}")
     for tok in tokenizer_files(model_dir):
         if tok.name not in taken:  # the engine's config.json wins at the root (cog-triton reads it there)
             members.append((tok.name, tok))
@@ -264,6 +275,8 @@ def _manifest(
         "gpus": [{"name": g.name, "compute_capability": g.compute_capability} for g in gpus],
         "engine": _engine_summary(engine),
         "steps": [r.as_dict() for r in records],
+        # a cog-trt-llm config: what it was translated into, and why each flag changed
+        "translation": dataclasses.asdict(config.translation) if config.translation is not None else None,
         "output": {"format": config.output.format, "name": config.output.name},
         "smoke_test": None,
         "upload": None,
@@ -285,6 +298,10 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
     # --- preflight: refuse in seconds, before any download, a plan this machine cannot run ---
     for note in plan.notes:
         log(f"note: {note}")
+    if config.translation is not None:  # what a cog-trt-llm config became (plan prints it as a config to copy)
+        log(f"cog-trt-llm config translated onto TensorRT-LLM {config.translation.release}:")
+        for note in config.translation.notes:
+            log(f"  translation: {note}")
     gpus = detect_gpus()  # once per build: preflight, cache keys and the manifest agree
     findings = check_machine(
         plan, cache_dir=opts.cache_dir, token=token, local_model=opts.model_dir, gpus=gpus,
@@ -320,6 +337,9 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
         holds: dict[str, Hold] = {}
         shortcut = _cached_tail(plan, cache, keys, log) if cache else {}
         for i, step in enumerate(plan.steps, 1):
+            # again now that the model link exists: no link or path may lead a step into the model
+            if writes := model_dir_writes(plan, step, outputs):
+                raise ConfigError(f"step `{step.name}` would write into the model:", problems=writes)
             if cache and step.name in shortcut:
                 found, record = _reuse_tail(
                     step, i, plan, outputs, cache, shortcut[step.name], held, holds, secrets, blog
@@ -356,7 +376,7 @@ def build(config: BuildConfig, plan: Plan, opts: BuildOptions) -> BuildResult:
             mount = out_plan.triton.mount_path if out_plan.triton else "/models"
             log(f"Triton model repository verified: {len(members)} files; mount it at {mount}")
         else:
-            members = _engine_members(last_engine, model.path)
+            members = _engine_members(last_engine, model.path, log)
         # the packed engine files must still be what their step cache records say (item 4, #14)
         expect = _recorded_hashes(members, holds.values())
         blog.close()  # packed as it is now; lines from here on are appended after packing

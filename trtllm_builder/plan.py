@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,19 @@ from .config import BuildConfig, StepSpec
 from .errors import ArgsError, ConfigError
 from .layout import Expect
 from .parsers import ParserCache, ParserResult, check_tokens, program_label
-from .recipes import build_rules, steps_yaml
+from .recipes import build_rules, int8_kv_cache_in, steps_yaml
+from .translate import translation_yaml
 from .tree import TrtllmTree
 
-__all__ = ["KNOWN_FLAGS", "Plan", "PlannedStep", "make_plan"]
+__all__ = [
+    "KNOWN_FLAGS",
+    "MODEL_DIR_READ_ONLY",
+    "Plan",
+    "PlannedStep",
+    "is_write_flag",
+    "make_plan",
+    "model_dir_writes",
+]
 
 # Flags of a role, by the spellings the real scripts use.
 MODEL_FLAGS = ("model_dir", "model-dir", "in-file", "in_file")
@@ -78,6 +88,8 @@ class Plan:
     steps: tuple[PlannedStep, ...]
     notes: tuple[str, ...] = ()
     extra_roots: tuple[Path, ...] = field(default=())
+    # where the model really is: a local directory, the model cache (never written by a step)
+    model_roots: tuple[Path, ...] = field(default=())
 
     def values(self, step: PlannedStep, outputs: Mapping[str, Path]) -> dict[str, str]:
         """Placeholder values for ``step``; ``outputs`` maps earlier steps to their real output dirs."""
@@ -116,6 +128,15 @@ class Plan:
             ],
             "output": {"format": self.config.output.format, "name": self.config.output.name},
             "recipe_steps": self.recipe_steps(),
+            "translation": (
+                {
+                    "release": self.config.translation.release,
+                    "config": self.config.translation.project,
+                    "notes": list(self.config.translation.notes),
+                }
+                if self.config.translation is not None
+                else None
+            ),
             "notes": list(self.notes),
         }
 
@@ -139,6 +160,15 @@ class Plan:
                 else "    args NOT checked (see the notes)"
             )
         lines.append(f"output: {self.config.output.name} ({self.config.output.format})")
+        t = self.config.translation
+        if t is not None:
+            lines.append(
+                f"cog-trt-llm config translated onto TensorRT-LLM {t.release or '(unknown version)'}; to take "
+                "control, use this project-form config:"
+            )
+            lines.extend("  " + ln for ln in translation_yaml(t).rstrip("\n").splitlines())
+            lines.append(f"translation notes ({len(t.notes)}):" if t.notes else "translation notes: none (1:1)")
+            lines.extend(f"  - {n}" for n in t.notes)
         recipe = self.recipe_steps()
         if recipe is not None:
             src = f" (model config read from {self.config.recipe_source})" if self.config.recipe_source else ""
@@ -222,6 +252,89 @@ def _check_value_paths(
                 raise ConfigError(f"{where}: `{tok}` escapes the work dir with `..`")
 
 
+MODEL_DIR_READ_ONLY = (
+    "the model dir is never a write target (it may be your own directory, or a cached snapshot that later "
+    "builds share); write into the work dir instead, e.g. `{output_dir}/...`"
+)
+# Flags through which a script writes (besides its output dir): anything named *output*/*out*, and these.
+_WRITE_FLAG_RE = re.compile(r"(^|[_-])(out|output)([_-]|$)")
+_WRITE_FLAGS = frozenset({"export_path", "visualize_network", "dataset_cache_dir", "cache_dir", "save_dir"})
+
+
+def is_write_flag(flag: str) -> bool:
+    """Does ``--flag`` (without dashes) name a place the script writes?"""
+    return flag in _WRITE_FLAGS or _WRITE_FLAG_RE.search(flag) is not None
+
+
+def _inside_any(path: str, roots: Sequence[Path]) -> Path | None:
+    return next((r for r in roots if _inside(path, r)), None)
+
+
+def model_dir_writes(plan: Plan, step: PlannedStep, outputs: Mapping[str, Path] | None = None) -> list[str]:
+    """Where ``step`` would write into the model directory: its output dir, or a write flag's value,
+    spelled out (the ``model`` link in the work dir, a model root) or resolved through links. The
+    model dir is a read-only input: a user's own directory, or a cached snapshot later builds share.
+    """
+    link = plan.model_dir
+    real_roots = [Path(os.path.realpath(r)) for r in plan.model_roots]
+    if link.is_symlink():  # a kept work dir: the link already names the real model
+        real_roots.append(Path(os.path.realpath(link)))
+    found: list[str] = []
+
+    def check(what: str, shown: str, value: str) -> None:
+        norm = posixpath.normpath(str(plan.work_dir / value))  # an absolute value replaces work_dir
+        real = os.path.realpath(norm)
+        if _inside(norm, link) or _inside_any(norm, plan.model_roots) or _inside_any(real, real_roots):
+            where = f" ({real})" if real != norm else ""
+            found.append(f"{what} `{shown}` is inside the model dir{where}")
+
+    out = step.output_dir
+    shown = out.relative_to(plan.work_dir).as_posix() if out.is_relative_to(plan.work_dir) else str(out)
+    check("the output dir", shown, str(out))
+    argv = plan.argv(step, outputs)[len(step.program) :]
+    flag: str | None = None
+    for raw, tok in zip(step.args, argv, strict=True):
+        if tok.startswith("--"):
+            flag = tok[2:]
+        elif raw == "{output_dir}":
+            continue  # the output dir itself: checked above
+        elif flag is not None and is_write_flag(flag) and ("/" in tok or tok in (".", "..")):
+            check(f"`--{flag}`", raw, tok)
+    return found
+
+
+# Flags through which a step reads a model, a checkpoint or an engine.
+_READ_FLAGS = frozenset(
+    {*MODEL_FLAGS, *CHECKPOINT_FLAGS, *ENGINE_FLAGS, *TOKENIZER_FLAGS, "ft_model_dir", "meta_ckpt_dir"}
+)
+
+
+def _unmade_inputs(plan: Plan, step: PlannedStep, argv: Sequence[str]) -> list[str]:
+    """Inputs in the work dir that no earlier step writes and that do not exist: they can only fail."""
+    earlier = [s.output_dir for s in plan.steps[: plan.steps.index(step)]]
+    found: list[str] = []
+    flag: str | None = None
+    for raw, tok in zip(step.args, argv, strict=True):
+        if tok.startswith("--"):
+            flag = tok[2:]
+            continue
+        # a placeholder other than {work_dir} names a tool-wired place (the model, a step's output)
+        wired = PLACEHOLDER_RE.search(raw.replace("{work_dir}", "")) is not None
+        if flag not in _READ_FLAGS or wired or not ("/" in tok or tok.startswith(".")):
+            continue
+        norm = posixpath.normpath(str(plan.work_dir / tok))
+        if not _inside(norm, plan.work_dir) or _inside(norm, plan.model_dir):
+            continue
+        if any(_inside(norm, d) or _inside(str(d), Path(norm)) for d in earlier) or os.path.exists(norm):
+            continue
+        hint = f" (`{{steps.{plan.steps[plan.steps.index(step) - 1].name}.output_dir}}`)" if earlier else ""
+        found.append(
+            f"`--{flag} {tok}` reads {norm}, which no earlier step writes and which does not exist: point it at "
+            f"an earlier step's output{hint}"
+        )
+    return found
+
+
 def make_plan(
     config: BuildConfig,
     tree: TrtllmTree,
@@ -231,8 +344,12 @@ def make_plan(
     python: str = sys.executable,
     which: Callable[[str], str | None] = shutil.which,
     parsers: ParserCache | None = None,
+    model_roots: Sequence[Path] = (),
 ) -> Plan:
     """Validate ``config`` against ``tree`` and produce the concrete plan. Raises ``ConfigError``.
+
+    ``model_roots``: where the model really lives (a local directory, the model cache); no step may
+    write there, whatever path or link leads there.
 
     With ``parsers``, each step's args are also checked against its script's own argument parser
     (and the parser's flags decide which directory flags are injected); a misfit raises ``ArgsError``
@@ -241,7 +358,8 @@ def make_plan(
     work_dir = Path(posixpath.normpath(str(work_dir.absolute())))
     model_dir = work_dir / "model"
     problems: list[str] = []
-    notes: list[str] = []
+    # keys cog-trt-llm's form accepts and ignores (a translation carries them in its notes)
+    notes: list[str] = list(config.warnings) if config.translation is None else []
     if config.recipe is not None and not config.steps:
         raise ConfigError("the config's recipe is not expanded yet: call recipes.expand_config first")
     if parsers is not None:
@@ -290,7 +408,14 @@ def make_plan(
         )
     if problems:
         raise ConfigError("the pipeline cannot be planned:", problems=problems)
-    plan = Plan(config, tree, work_dir, model_dir, tuple(planned), tuple(notes))
+    roots = tuple(Path(posixpath.normpath(str(Path(r).absolute()))) for r in model_roots)
+    inside_model = next((r for r in roots if work_dir.is_relative_to(r)), None)
+    if inside_model is not None:
+        raise ConfigError(
+            f"the work dir {work_dir} is inside the model dir {inside_model}: every step would write into the "
+            "model; choose a work dir elsewhere (--work-dir)"
+        )
+    plan = Plan(config, tree, work_dir, model_dir, tuple(planned), tuple(notes), model_roots=roots)
     # Render once now so unknown placeholders and path escapes surface before anything runs.
     for step in plan.steps:
         try:
@@ -298,6 +423,11 @@ def make_plan(
         except ConfigError as exc:
             problems.append(f"step `{step.name}`: {exc}")
             continue
+        writes = model_dir_writes(plan, step)
+        problems.extend(f"step `{step.name}`: {w}: {MODEL_DIR_READ_ONLY}" for w in writes)
+        if writes:
+            continue
+        problems.extend(f"step `{step.name}`: {r}" for r in _unmade_inputs(plan, step, argv[len(step.program) :]))
         try:
             _check_value_paths(
                 f"step `{step.name}`",
@@ -353,11 +483,14 @@ def _check_args_against_parsers(plan: Plan, parsers: ParserCache | None, tree: T
     problems: list[str] = []
     notes = list(plan.notes)
     steps: list[PlannedStep] = []
+    int8_kv: str | None = None  # the earlier arg that gave the checkpoint an INT8 KV cache
     for step in plan.steps:
         where = f"step `{step.name}`"
         if step.script is None and Path(step.program[0]).name == "trtllm-build":
-            rules = build_rules(flag_values(step.args), output_format=plan.config.output.format)
+            rules = build_rules(flag_values(step.args), output_format=plan.config.output.format, int8_kv=int8_kv)
             problems.extend(f"{where}: {p}" for p in rules)
+        elif (found_kv := int8_kv_cache_in(flag_values(step.args))) is not None:
+            int8_kv = f"`{found_kv}` (step `{step.name}`)"
         if parsers is None:
             steps.append(step)
             continue
@@ -369,7 +502,7 @@ def _check_args_against_parsers(plan: Plan, parsers: ParserCache | None, tree: T
             steps.append(step)
             continue
         label = parsers.describe(found.label)
-        bad, remarks = check_tokens(found.spec, step.args, label=label)
+        bad, remarks = check_tokens(found.spec, step.args, label=label, program=Path(step.program[-1]).name)
         problems.extend(f"{where}: {p}" for p in bad)
         notes.extend(f"{where}: {r}" for r in remarks)
         steps.append(replace(step, checked_by=label))
@@ -404,6 +537,18 @@ def _plan_step(
     declared: Mapping[str, Path],
     notes: list[str],
 ) -> PlannedStep:
+    args: dict[str, Any] = dict(spec.args)
+    # an untranslated cog-trt-llm config (translate.py maps its paths otherwise); before the script
+    # lookup, since a wrong model path is the clearer error
+    if config.form == "cog-trt-llm" and config.translation is None:
+        args = {
+            k: (
+                [_rewrite_legacy(x, config.model.id) if isinstance(x, str) else x for x in v]
+                if isinstance(v, list)
+                else (_rewrite_legacy(v, config.model.id) if isinstance(v, str) else v)
+            )
+            for k, v in args.items()
+        }
     expect = _infer_expect(spec)
     script_path: Path | None = None
     if spec.script is not None:
@@ -421,16 +566,6 @@ def _plan_step(
         program = (found or cmd,)
         ident = cmd
 
-    args: dict[str, Any] = dict(spec.args)
-    if config.form == "cog-trt-llm":
-        args = {
-            k: (
-                [_rewrite_legacy(x, config.model.id) if isinstance(x, str) else x for x in v]
-                if isinstance(v, list)
-                else (_rewrite_legacy(v, config.model.id) if isinstance(v, str) else v)
-            )
-            for k, v in args.items()
-        }
     for key, value in args.items():
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, str):

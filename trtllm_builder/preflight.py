@@ -42,6 +42,27 @@ _FP8_SWITCHES = frozenset({"use_fp8", "fp8_kv_cache", "enable_fp8", "use_fp8_row
 _FP4_VALUES: dict[str, frozenset[str]] = {"qformat": frozenset({"nvfp4"}), "gemm_plugin": frozenset({"nvfp4"})}
 _FP4_SWITCHES = frozenset({"use_nvfp4"})
 
+# What TensorRT-LLM's builder refuses on compute capability 10.x-11.x (builder.build(): "INT8/INT4
+# quantization is not supported on SM>=100.", "SmoothQuant ...", "Per-channel or per-token scaling ...").
+# SM 12.x (RTX 50 series) is not refused. flag -> (values that trigger it, or None for a switch; what it is)
+SM100_MIN, SM100_END = (10, 0), (12, 0)
+_SM100_REFUSED: dict[str, tuple[frozenset[str] | None, str]] = {
+    "use_weight_only": (None, "INT8/INT4 weight-only"),
+    "use-weight-only-with-precision": (frozenset({"int8", "int4", "w4a16_awq"}), "INT8/INT4 weight-only"),
+    "qformat": (frozenset({"int8_wo", "int4_wo", "int4_awq"}), "INT8/INT4 weight-only"),
+    "int8_kv_cache": (None, "an INT8 KV cache"),
+    "calibrate_kv_cache": (None, "an INT8 KV cache"),
+    "calibrate-kv-cache": (None, "an INT8 KV cache"),
+    "kv_cache_dtype": (frozenset({"int8"}), "an INT8 KV cache"),
+    "smoothquant": (frozenset(), "SmoothQuant"),  # any value
+    "use_smooth_quant": (None, "SmoothQuant"),
+    "use_smooth_quant_plugin": (frozenset(), "SmoothQuant"),
+    "per_channel": (None, "per-channel scaling"),
+    "per_token": (None, "per-token scaling"),
+    "use_fp8_rowwise": (None, "per-channel/per-token (FP8 rowwise) scaling"),
+}
+_SM100_QFORMAT_SQ = frozenset({"int8_sq"})
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -62,6 +83,7 @@ class Needs:
     fp4: str | None
     workers: int  # trtllm-build --workers
     outputs: int  # steps that write a checkpoint or an engine
+    sm100_refused: tuple[str, ...] = ()  # "step `convert`: `--use_weight_only` (INT8/INT4 weight-only)", ...
 
 
 def _int(text: str | None) -> int | None:
@@ -78,6 +100,7 @@ def plan_needs(plan: Plan) -> Needs:
     fp4: str | None = None
     workers = 1
     outputs = 0
+    sm100: list[str] = []
     for step in plan.steps:
         args = flag_values(step.args)
         tp = next((v for f in _TP_FLAGS if (v := _int(args.get(f))) is not None), None)
@@ -99,7 +122,25 @@ def plan_needs(plan: Plan) -> Needs:
                 fp8 = shown
             if fp4 is None and (value in _FP4_VALUES.get(flag, ()) or (flag in _FP4_SWITCHES and bare)):
                 fp4 = shown
-    return Needs(world, world_from, fp8, fp4, workers, outputs)
+            refused = _sm100_refusal(flag, value, bare, gemma="gemma" in Path(step.program[-1]).parts)
+            if refused is not None:
+                sm100.append(f"{shown} ({refused})")
+    return Needs(world, world_from, fp8, fp4, workers, outputs, tuple(sm100))
+
+
+def _sm100_refusal(flag: str, value: str, bare: bool, *, gemma: bool) -> str | None:
+    """What ``--flag value`` asks for that Blackwell's builder refuses, or None."""
+    if flag == "qformat" and value in _SM100_QFORMAT_SQ:
+        return "SmoothQuant"
+    if flag == "weight_only_precision" and gemma and value in ("int8", "int4", "w4a16_awq"):
+        return "INT8/INT4 weight-only"  # gemma's converter quantizes on the precision alone
+    rule = _SM100_REFUSED.get(flag)
+    if rule is None:
+        return None
+    values, what = rule
+    if values is None:
+        return what if bare else None
+    return what if (not values and not bare) or value in values else None
 
 
 def _cc(gpu: GpuInfo) -> tuple[int, int]:
@@ -182,6 +223,19 @@ def preflight(
                         f"{alternatives}",
                     )
                 )
+        blackwell = next((g for g in gpus if SM100_MIN <= _cc(g) < SM100_END), None)
+        if blackwell is not None and needs.sm100_refused:
+            found.append(
+                Finding(
+                    "error",
+                    f"GPU {blackwell.index} ({blackwell.name}) has compute capability "
+                    f"{blackwell.compute_capability}, and on 10.x-11.x (Blackwell) TensorRT-LLM's builder refuses "
+                    "INT8/INT4 weight-only, INT8 KV cache, SmoothQuant and per-channel/per-token scaling; the plan "
+                    f"uses {'; '.join(needs.sm100_refused)}: use fp8 instead (`qformat: fp8` with quantize.py, "
+                    "`kv_cache_dtype: fp8` for the KV cache, recipe `quantization: fp8` / `fp8_kv`) or nvfp4 "
+                    "(`qformat: nvfp4`), or build on a GPU of another generation",
+                )
+            )
     if model_bytes is None:
         found.append(Finding("warning", "the model's size is unknown: disk space is not checked ahead"))
     elif free_disk is not None or disk_budget is not None:

@@ -33,6 +33,7 @@ __all__ = [
     "build_rules",
     "expand_config",
     "expand_recipe",
+    "int8_kv_cache_in",
     "read_model_config",
     "recipe_problems",
     "resolve_recipe",
@@ -152,14 +153,42 @@ def _int(value: object) -> int | None:
     return None
 
 
-def build_rules(args: Mapping[str, object], *, output_format: str = "engine") -> list[str]:
-    """Cross-flag rules for trtllm-build ``args`` (flag name -> value) that no parser can check."""
+# Converter / quantize.py args that give the checkpoint an INT8 KV cache.
+_INT8_KV_SWITCHES = ("int8_kv_cache", "calibrate_kv_cache", "calibrate-kv-cache")
+
+
+def int8_kv_cache_in(args: Mapping[str, object]) -> str | None:
+    """The arg (as written) that asks a converter or quantize.py for an INT8 KV cache, or None."""
+    for flag in _INT8_KV_SWITCHES:
+        if flag in args and str(args[flag]).lower() not in ("false", "0"):
+            return f"--{flag}"
+    if str(args.get("kv_cache_dtype", "")).lower() == "int8":
+        return "--kv_cache_dtype int8"
+    return None
+
+
+def build_rules(args: Mapping[str, object], *, output_format: str = "engine", int8_kv: str | None = None) -> list[str]:
+    """Cross-flag rules for trtllm-build ``args`` (flag name -> value) that no parser can check.
+
+    ``int8_kv``: the earlier arg that gave the checkpoint an INT8 KV cache, as messages show it. With
+    one, the builder turns paged context FMHA off whatever the flag says ("Paged Context FMHA is
+    disabled because it doesn't work with int8 kv cache currently", tensorrt_llm/builder.py), so the
+    rules that need paged context FMHA apply.
+    """
     problems: list[str] = []
     kv = str(args.get("kv_cache_type", "paged")).lower()
     paged_flag = str(args.get("paged_kv_cache", "enable")).lower()
     paged = kv == "paged" and paged_flag not in ("disable", "false")
     why_not = f"`kv_cache_type: {kv}`" if kv != "paged" else "`paged_kv_cache: disable`"
     fmha = str(args.get("use_paged_context_fmha", "enable")).lower()
+    if int8_kv is not None:
+        if "use_paged_context_fmha" in args and fmha == "enable":
+            problems.append(
+                f"`use_paged_context_fmha: enable` has no effect with the INT8 KV cache of {int8_kv}: the "
+                "builder turns paged context FMHA off for an INT8 KV cache; remove it, or use an FP8 KV cache "
+                "(`kv_cache_dtype: fp8` with quantize.py) to keep it"
+            )
+        fmha = "disable"
     inp, seq, tokens = _int(args.get("max_input_len")), _int(args.get("max_seq_len")), _int(args.get("max_num_tokens"))
     if inp is not None and seq is not None and seq < inp:
         problems.append(
@@ -179,10 +208,14 @@ def build_rules(args: Mapping[str, object], *, output_format: str = "engine") ->
             )
     if tokens is not None and inp is not None and tokens < inp and (not paged or fmha == "disable"):
         off = why_not if not paged else "`use_paged_context_fmha: disable`"
+        fix = f"remove {off}"
+        if paged and int8_kv is not None:
+            off = f"the INT8 KV cache of {int8_kv}"
+            fix = "use an FP8 KV cache instead"
         problems.append(
             f"max_num_tokens ({tokens}) is less than max_input_len ({inp}): a prompt that long then needs "
             f"chunked context, which needs the paged KV cache and paged context FMHA, but {off} turns it "
-            f"off: raise max_num_tokens to {inp} or remove {off}"
+            f"off: raise max_num_tokens to {inp} or {fix}"
         )
     return problems
 
@@ -201,7 +234,8 @@ def recipe_problems(recipe: Recipe, *, output_format: str = "engine") -> list[st
             )
     merged: dict[str, object] = dict(recipe.build_args)
     merged.update({k: getattr(recipe, k) for k in _BUILD_FIELDS if getattr(recipe, k) is not None})
-    problems.extend(f"recipe: {p}" for p in build_rules(merged, output_format=output_format))
+    int8_kv = "`quantization: int8_kv`" if recipe.quantization == "int8_kv" else None
+    problems.extend(f"recipe: {p}" for p in build_rules(merged, output_format=output_format, int8_kv=int8_kv))
     return problems
 
 

@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,12 +42,19 @@ __all__ = [
     "OutputPlan",
     "backend_dir",
     "check_outputs",
+    "parse_run_outputs",
     "run_smoke_test",
     "triton_members",
     "triton_summary",
 ]
 
-_OUTPUT_RE = re.compile(r'^Output \[Text (\d+) Beam (\d+)\]: "(.*)"$')
+# run.py prints each decoded text unescaped, `Output [Text i Beam b]: "<text>"`, so a text with
+# newlines spans several lines: it runs until the next Input/Output line or a logger line.
+_OUTPUT_START_RE = re.compile(r'^Output \[Text (\d+) Beam (\d+)\]: "(.*)$')
+_BOUNDARY_RE = re.compile(
+    r'^(Input \[Text \d+\]: "|Output \[Text \d+ Beam \d+\]: "'
+    r"|\[TensorRT-LLM\]|\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\] \[TRT-LLM\])"
+)
 
 
 @dataclass(frozen=True)
@@ -197,12 +204,44 @@ def run_smoke_test(
         log(line)
 
     res = run_step(argv, name="smoke_test", cwd=cwd, env=env, secrets=secrets, timeout=smoke.timeout, emit=keep)
-    outputs = [m.group(3) for raw in lines if (m := _OUTPUT_RE.match(raw.removeprefix("[smoke_test] ").strip()))]
+    outputs = parse_run_outputs(line.removeprefix("[smoke_test] ") for line in lines)
     log(f"<== smoke test passed in {res.duration_s:.1f} s")
     return {
         "prompt": smoke.prompt,
         "max_output_len": smoke.max_output_len,
-        "output": outputs[0] if outputs else None,
+        "output": outputs[0]["output"] if outputs else None,
+        "outputs": outputs,
         "duration_s": round(res.duration_s, 3),
         "world_size": engine.world_size,
     }
+
+
+def parse_run_outputs(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """``[{"text": i, "beam": b, "output": "..."}]`` from run.py's output, multi-line texts whole.
+
+    A text ends at the last line before the next boundary that ends with the closing quote; lines
+    after it (a stray warning) are not part of it.
+    """
+    found: list[dict[str, Any]] = []
+    current: tuple[int, int, list[str]] | None = None
+
+    def close() -> None:
+        if current is None:
+            return
+        text, beam, parts = current
+        last = max((i for i, part in enumerate(parts) if part.endswith('"')), default=None)
+        if last is not None:
+            body = "\n".join(parts[: last + 1])[:-1]
+            found.append({"text": text, "beam": beam, "output": body})
+
+    for line in lines:
+        if m := _OUTPUT_START_RE.match(line):
+            close()
+            current = (int(m.group(1)), int(m.group(2)), [m.group(3)])
+        elif current is not None and _BOUNDARY_RE.match(line):
+            close()
+            current = None
+        elif current is not None:
+            current[2].append(line)
+    close()
+    return found

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, SetupError
+from .flagtable import old_script_hint
 
 __all__ = ["DEFAULT_TRTLLM_DIRS", "EXAMPLE_ROOTS", "TrtllmTree", "find_tree"]
 
@@ -84,6 +85,9 @@ class TrtllmTree:
             else (f"; it has: {', '.join(scripts)}" if scripts else "")
         )
         where = ", ".join(str(d) for d in ex_dirs)
+        old = old_script_hint(script, example)
+        if old is not None:
+            hint = f": {old}"
         raise ConfigError(f"script `{script}` is not in example `{example}` ({where}){hint}")
 
     def _inside(self, path: Path) -> bool:

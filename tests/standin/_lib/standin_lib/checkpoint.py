@@ -146,24 +146,32 @@ def rank_tensors(cfg: dict[str, Any], rank: int) -> list[tuple[str, str, list[in
     return out
 
 
-def write_checkpoint(controls: Controls, out_dir: Path, cfg: dict[str, Any], seed: str) -> None:
-    """``config.json`` first, then ``rank{N}.safetensors`` for every rank (like save_checkpoint)."""
+def write_checkpoint(
+    controls: Controls, out_dir: Path, cfg: dict[str, Any], seed: str, *, cp_shared: bool = False
+) -> None:
+    """``config.json`` first, then ``rank{N}.safetensors`` for every rank (like save_checkpoint).
+
+    ``cp_shared``: the converter counts context parallelism in ``mapping.world_size`` but converts only
+    the tp x pp ranks (the llama and qwen converters); engine ranks of one cp group share a file.
+    """
     check_parallelism(cfg)
-    world = cfg["mapping"]["world_size"]
+    m = cfg["mapping"]
+    world = m["world_size"]
+    ranks = m["tp_size"] * m["pp_size"] if cp_shared else world
     controls.before_write()
     text = json.dumps(cfg, indent=4) + "\n"
     files: list[tuple[str, Any]] = [("config.json", lambda: text.encode())]
-    for rank in range(world):
+    for rank in range(ranks):
 
         def produce(rank: int = rank) -> bytes:
             tensors = rank_tensors(cfg, rank)
             # STANDIN_CHECKPOINT_BYTES: pad each rank so the checkpoint is as large as a real one would be
             # (the disk-budget benchmark needs checkpoint ~ model size); split evenly over the ranks.
-            padding = int(os.environ.get("STANDIN_CHECKPOINT_BYTES", "0")) // world
+            padding = int(os.environ.get("STANDIN_CHECKPOINT_BYTES", "0")) // ranks
             if padding > 0:
                 tensors.append(("standin.padding", "U8", [padding]))
             return safetensors_bytes(tensors, seed=f"{seed}|{text}|{rank}")
 
         files.append((f"rank{rank}.safetensors", produce))
     controls.write_files(out_dir, files)
-    logger.info(f"Saved TensorRT-LLM checkpoint ({world} rank(s)) to {out_dir}")
+    logger.info(f"Saved TensorRT-LLM checkpoint ({ranks} rank file(s), world size {world}) to {out_dir}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -17,14 +18,57 @@ import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-DEFAULT_VERSION = "0.21.0"
-TRT_VERSION = "10.11.0.33"
+DEFAULT_VERSION = "1.2.1"  # for a script outside any stand-in tree (none ships that way)
 ENGINE_MAGIC = b"ftrt"
+# The TensorRT each release ships with (its release notes); engines record it in their header.
+TRT_BY_TRTLLM = {"1.2.1": "10.14.1.48", "0.21.0": "10.11.0.33", "0.7.1": "9.2.0.5"}
+_VERSION_RE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
+_tree_version: str | None = None
+
+
+def tree_version(script: str | Path) -> str | None:
+    """The ``__version__`` of the stand-in tree ``script`` belongs to (found by walking up from it).
+
+    A tree script finds ``<TensorRT-LLM>/tensorrt_llm/version.py`` above itself; a tree's
+    ``bin/trtllm-build`` finds its sibling ``TensorRT-LLM/``.
+    """
+    here = Path(script).resolve().parent
+    for d in (here, *here.parents):
+        for cand in (d / "tensorrt_llm" / "version.py", d / "TensorRT-LLM" / "tensorrt_llm" / "version.py"):
+            if cand.is_file():
+                m = _VERSION_RE.search(cand.read_text(encoding="utf-8"))
+                return m.group(1) if m else None
+    return None
 
 
 def trtllm_version() -> str:
-    """The TensorRT-LLM version the stand-in pretends to be (``STANDIN_VERSION``)."""
-    return os.environ.get("STANDIN_VERSION") or DEFAULT_VERSION
+    """The TensorRT-LLM version the stand-in pretends to be: ``STANDIN_VERSION``, else its tree's."""
+    return os.environ.get("STANDIN_VERSION") or _tree_version or DEFAULT_VERSION
+
+
+def release() -> tuple[int, ...]:
+    """:func:`trtllm_version` as numbers (``(1, 2, 1)``), for behaviour that differs between releases."""
+    return tuple(int(x) for x in re.findall(r"\d+", trtllm_version())[:3])
+
+
+def trt_version() -> str:
+    return TRT_BY_TRTLLM.get(trtllm_version(), "10.11.0.33")
+
+
+def legacy_warning(caller: str) -> None:
+    """1.x marks the engine workflow legacy: a one-time FutureWarning on stderr (tensorrt_llm/_deprecation.py)."""
+    if release() < (1, 0):
+        return
+    import warnings
+
+    rule = "=" * 70
+    warnings.warn(
+        f"\n{rule}\nLEGACY WARNING: {caller}\n{rule}\nconvert_checkpoint.py -> trtllm-build -> run.py is the legacy "
+        "TensorRT engine workflow; the PyTorch backend (trtllm-serve, the LLM API) is recommended for new "
+        f"projects.\n{rule}\n",
+        FutureWarning,
+        stacklevel=2,
+    )
 
 
 def banner() -> None:
@@ -239,7 +283,9 @@ def emit_garbage() -> None:
 
 
 def start(script: str | Path, *, print_banner: bool = True) -> Controls:
-    """First thing every TensorRT-LLM stand-in script does."""
+    """First thing every TensorRT-LLM stand-in script does (the version comes from its tree)."""
+    global _tree_version
+    _tree_version = tree_version(script)
     if print_banner:
         banner()
     controls = Controls(script)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checkpoint as ck
-from .common import elapsed, logger, start, trtllm_version
+from .common import elapsed, legacy_warning, logger, start, trtllm_version
 from .hfmodel import check_hf_weights, infer_dtype, load_hf_config, shape
 
 DTYPE_CHOICES = ["auto", "float16", "bfloat16", "float32"]
@@ -371,6 +371,7 @@ def _moe_block(hf: dict) -> dict:
 
 def run_llama(script: str) -> None:
     controls = start(script)
+    legacy_warning("convert_checkpoint.py")
     print(trtllm_version(), flush=True)
     a = llama_parser().parse_args()
     if a.moe_num_experts and a.moe_top_k == 0:
@@ -435,15 +436,16 @@ def run_llama(script: str) -> None:
         extra["use_parallel_embedding"] = a.use_parallel_embedding
         extra["embedding_sharding_dim"] = a.embedding_sharding_dim
         cfg = ck.pretrained_config(_arch(hf, "LlamaForCausalLM"), dtype, shp, m, quant, **extra)
-        for rank in range(world):
+        for rank in range(a.tp_size * a.pp_size):  # convert_and_save_hf: tp x pp ranks; cp is only counted
             print(f"Total time of reading and converting: {0.01 * (rank + 1):.3f} s", flush=True)
-        ck.write_checkpoint(controls, out, cfg, seed=fp)
+        ck.write_checkpoint(controls, out, cfg, seed=fp, cp_shared=True)
         print("Total time of saving checkpoint: 0.010 s", flush=True)
     print(f"Total time of converting checkpoints: {elapsed(tik)}", flush=True)
 
 
 def run_gpt(script: str) -> None:
     controls = start(script)
+    legacy_warning("convert_checkpoint.py")
     print(trtllm_version(), flush=True)
     a = gpt_parser().parse_args()
     logger.set_level(a.log_level)
@@ -478,6 +480,7 @@ def run_gpt(script: str) -> None:
 
 def run_qwen(script: str) -> None:
     controls = start(script)
+    legacy_warning("convert_checkpoint.py")
     print(trtllm_version(), flush=True)
     a = qwen_parser().parse_args()
     _resolve_moe(a)
@@ -502,12 +505,13 @@ def run_qwen(script: str) -> None:
         use_parallel_embedding=a.use_parallel_embedding,
         embedding_sharding_dim=a.embedding_sharding_dim,
     )
-    ck.write_checkpoint(controls, out, cfg, seed=fp)
+    ck.write_checkpoint(controls, out, cfg, seed=fp, cp_shared=True)
     print(f"Total time of converting checkpoints: {elapsed(tik)}", flush=True)
 
 
 def run_phi(script: str) -> None:
     controls = start(script)
+    legacy_warning("convert_checkpoint.py")
     print(trtllm_version(), flush=True)
     a = phi_parser().parse_args()
     assert a.pp_size == 1, "Pipeline parallelism is not supported."
@@ -534,6 +538,7 @@ def run_phi(script: str) -> None:
 
 def run_gemma(script: str) -> None:
     controls = start(script)
+    legacy_warning("convert_checkpoint.py")
     a = gemma_parser().parse_args()
     if a.use_weight_only:
         assert a.weight_only_precision is not None

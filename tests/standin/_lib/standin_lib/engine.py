@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .common import ENGINE_MAGIC, TRT_VERSION, trtllm_version
+from .common import ENGINE_MAGIC, trt_version, trtllm_version
 
 HEADER_SIZE = 64
 
@@ -13,7 +13,7 @@ HEADER_SIZE = 64
 def engine_bytes(compute_cap: str) -> bytes:
     """``STANDIN_ENGINE_BYTES`` (default 64 KiB) bytes; the header records the build GPU."""
     size = int(os.environ.get("STANDIN_ENGINE_BYTES", str(64 * 1024)))
-    header = f"standin trt={TRT_VERSION} trtllm={trtllm_version()} sm={compute_cap}\n".encode()
+    header = f"standin trt={trt_version()} trtllm={trtllm_version()} sm={compute_cap}\n".encode()
     header = (ENGINE_MAGIC + header).ljust(HEADER_SIZE, b"\0")[:HEADER_SIZE]
     return header + os.urandom(max(0, size - HEADER_SIZE))
 

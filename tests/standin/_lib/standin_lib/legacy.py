@@ -1,4 +1,4 @@
-"""The very old (v0.5-0.7) GPT pair: ``hf_gpt_convert.py`` (FT format) and ``build.py``."""
+"""The v0.5-0.7 scripts: gpt ``hf_gpt_convert.py`` (FT format) + ``build.py``, and llama ``build.py`` (reads HF)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import configparser
 import io
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -58,13 +57,7 @@ def convert_parser() -> argparse.ArgumentParser:
         help="Specify GPT variants to convert checkpoints correctly",
         choices=["gpt2", "santacoder", "starcoder"],
     )
-    p.add_argument(
-        "--storage-type",
-        "-t",
-        type=str,
-        default="fp32",
-        choices=["fp32", "fp16", "float32", "float16", "bfloat16"],
-    )
+    p.add_argument("--storage-type", "-t", type=str, default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--dataset-cache-dir", type=str, default=None, help="cache dir to load the hugging face dataset")
     p.add_argument("--load-model-on-cpu", action="store_true")
     p.add_argument("--convert-model-on-cpu", action="store_true")
@@ -149,20 +142,22 @@ def run_convert(script: str) -> None:
 
 
 # ----------------------------------------------------------------------------- build.py
+PLUGIN_DTYPES = ["float16", "float32", "bfloat16"]
+
+
+def _plugin_flag(p: argparse.ArgumentParser, flag: str, const: str | None) -> None:
+    """``--use_*_plugin [dtype]``: bare means ``const`` (gpt: the model dtype; llama: float16)."""
+    p.add_argument(flag, nargs="?", const=const, type=str, default=False, choices=PLUGIN_DTYPES)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    plugin_dtypes = ["float16", "float32", "bfloat16"]
+    """examples/gpt/build.py's parser (v0.7-era; see the ledger)."""
     p = argparse.ArgumentParser()
     p.add_argument("--world_size", type=int, default=1, help="world size, only support tensor parallelism now")
     p.add_argument("--model_dir", type=str, default=None)
     p.add_argument("--dtype", type=str, default="float16", choices=["float16", "float32", "bfloat16"])
     p.add_argument("--logits_dtype", type=str, default="float32", choices=["float16", "float32"])
     p.add_argument("--timing_cache", type=str, default="model.cache")
-    p.add_argument(
-        "--profiling_verbosity",
-        type=str,
-        default="layer_names_only",
-        choices=["layer_names_only", "detailed", "none"],
-    )
     p.add_argument("--log_level", type=str, default="info")
     p.add_argument("--vocab_size", type=int, default=51200)
     p.add_argument("--n_layer", type=int, default=24)
@@ -170,8 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_embd", type=int, default=1024)
     p.add_argument("--n_head", type=int, default=16)
     p.add_argument("--hidden_act", type=str, default="gelu")
-    p.add_argument("--rotary_base", type=float, default=10000.0)
-    p.add_argument("--rotary_scaling", nargs=2, type=str, default=None)
     p.add_argument("--rotary_pct", type=float, default=0.0)
     p.add_argument("--inter_size", type=int, default=None)
     p.add_argument("--no_bias", action="store_false")
@@ -180,14 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_output_len", type=int, default=200)
     p.add_argument("--max_beam_width", type=int, default=1)
     for flag in ("--use_gpt_attention_plugin", "--use_gemm_plugin", "--use_layernorm_plugin"):
-        p.add_argument(flag, nargs="?", const="float16", type=str, default=False, choices=plugin_dtypes)
+        _plugin_flag(p, flag, None)
     p.add_argument("--parallel_build", default=False, action="store_true")
     p.add_argument("--enable_context_fmha", default=False, action="store_true")
     p.add_argument("--enable_context_fmha_fp32_acc", default=False, action="store_true")
-    p.add_argument("--multi_block_mode", default=False, action="store_true")
     p.add_argument("--gpus_per_node", type=int, default=8)
     p.add_argument("--builder_opt", type=int, default=None)
-    p.add_argument("--output_dir", type=Path, default="engine_outputs")
+    p.add_argument("--output_dir", type=Path, default="gpt_outputs")
     p.add_argument("--multi_query_mode", "-mq", default=False, action="store_true")
     p.add_argument("--remove_input_padding", default=False, action="store_true")
     p.add_argument("--use_smooth_quant", default=False, action="store_true")
@@ -200,16 +192,86 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8_kv_cache", default=False, action="store_true")
     p.add_argument("--random_seed", type=int, default=None)
     p.add_argument("--paged_kv_cache", action="store_true", default=False)
-    p.add_argument("--tokens_per_block", type=int, default=128)
+    p.add_argument("--tokens_per_block", type=int, default=64)
     p.add_argument("--max_prompt_embedding_table_size", type=int, default=0)
     p.add_argument("--use_inflight_batching", action="store_true", default=False)
     p.add_argument("--use_parallel_embedding", action="store_true", default=False)
     p.add_argument("--embedding_sharding_dim", type=int, default=0, choices=[0, 1])
     p.add_argument("--use_embedding_sharing", action="store_true", default=False)
-    p.add_argument("--use_lookup_plugin", nargs="?", const=None, default=False, choices=plugin_dtypes)
+    p.add_argument("--use_lookup_plugin", nargs="?", const=None, default=False, choices=PLUGIN_DTYPES)
     p.add_argument("--gather_all_token_logits", action="store_true", default=False)
     p.add_argument("--enable_fp8", default=False, action="store_true")
     p.add_argument("--fp8_kv_cache", default=False, action="store_true")
+    p.add_argument("--max_num_tokens", type=int, default=None)
+    p.add_argument("--strongly_typed", default=False, action="store_true")
+    p.add_argument("--use_custom_all_reduce", action="store_true")
+    return p
+
+
+def llama_build_parser() -> argparse.ArgumentParser:
+    """examples/llama/build.py's parser (v0.6/0.7-era; see the ledger)."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--world_size", type=int, default=1)
+    p.add_argument("--tp_size", type=int, default=1)
+    p.add_argument("--pp_size", type=int, default=1)
+    p.add_argument("--model_dir", type=str, default=None)
+    p.add_argument("--ft_model_dir", type=str, default=None)
+    p.add_argument("--meta_ckpt_dir", type=str, default=None)
+    p.add_argument("--quant_ckpt_path", type=str, default=None)
+    p.add_argument("--dtype", type=str, default="float16", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--timing_cache", type=str, default="model.cache")
+    p.add_argument("--log_level", type=str, default="info")
+    p.add_argument("--vocab_size", type=int, default=32000)
+    p.add_argument("--n_layer", type=int, default=32)
+    p.add_argument("--n_positions", type=int, default=2048)
+    p.add_argument("--n_embd", type=int, default=4096)
+    p.add_argument("--n_head", type=int, default=32)
+    p.add_argument("--n_kv_head", type=int, default=None)
+    p.add_argument("--multiple_of", type=int, default=256)
+    p.add_argument("--ffn_dim_multiplier", type=float, default=1.0)
+    p.add_argument("--inter_size", type=int, default=None)
+    p.add_argument("--hidden_act", type=str, default="silu")
+    p.add_argument("--rms_norm_eps", type=float, default=1e-06)
+    p.add_argument("--max_batch_size", type=int, default=8)
+    p.add_argument("--max_input_len", type=int, default=2048)
+    p.add_argument("--max_output_len", type=int, default=512)
+    p.add_argument("--max_beam_width", type=int, default=1)
+    p.add_argument("--rotary_base", type=float, default=10000.0)
+    p.add_argument("--rotary_scaling", nargs=2, type=str, default=None)
+    for flag in ("--use_gpt_attention_plugin", "--use_gemm_plugin", "--use_rmsnorm_plugin"):
+        _plugin_flag(p, flag, "float16")
+    p.add_argument("--parallel_build", default=False, action="store_true")
+    p.add_argument("--enable_context_fmha", default=False, action="store_true")
+    p.add_argument("--enable_context_fmha_fp32_acc", default=False, action="store_true")
+    p.add_argument("--visualize", default=False, action="store_true")
+    p.add_argument("--enable_debug_output", default=False, action="store_true")
+    p.add_argument("--gpus_per_node", type=int, default=8)
+    p.add_argument("--builder_opt", type=int, default=None)
+    p.add_argument("--output_dir", type=str, default="llama_outputs")
+    p.add_argument("--remove_input_padding", default=False, action="store_true")
+    p.add_argument("--use_smooth_quant", default=False, action="store_true")
+    p.add_argument("--per_channel", default=False, action="store_true")
+    p.add_argument("--per_token", default=False, action="store_true")
+    p.add_argument("--per_group", default=False, action="store_true")
+    p.add_argument("--group_size", type=int, default=128)
+    p.add_argument("--int8_kv_cache", default=False, action="store_true")
+    p.add_argument("--use_parallel_embedding", action="store_true", default=False)
+    p.add_argument("--embedding_sharding_dim", type=int, default=1, choices=[0, 1])
+    p.add_argument("--enable_fp8", default=False, action="store_true")
+    p.add_argument("--fp8_kv_cache", default=False, action="store_true")
+    p.add_argument("--quantized_fp8_model_path", type=str, default=None)
+    p.add_argument("--use_weight_only", default=False, action="store_true")
+    p.add_argument(
+        "--weight_only_precision",
+        const="int8",
+        type=str,
+        nargs="?",
+        default="int8",
+        choices=["int8", "int4", "int4_awq", "int4_gptq"],
+    )
+    p.add_argument("--use_inflight_batching", action="store_true", default=False)
+    p.add_argument("--paged_kv_cache", action="store_true", default=False)
+    p.add_argument("--tokens_per_block", type=int, default=64)
     p.add_argument("--max_num_tokens", type=int, default=None)
     p.add_argument("--strongly_typed", default=False, action="store_true")
     p.add_argument("--use_custom_all_reduce", action="store_true")
@@ -235,11 +297,52 @@ def _ft_config(model_dir: str) -> dict[str, Any]:
     }
 
 
+def _inflight(args: argparse.Namespace, default_plugin: str) -> None:
+    """--use_inflight_batching turns on the attention plugin, padding removal and the paged KV cache."""
+    if args.use_inflight_batching:
+        if not args.use_gpt_attention_plugin:
+            args.use_gpt_attention_plugin = default_plugin
+            logger.info(
+                "Using GPT attention plugin for inflight batching mode. Setting to default "
+                f"'{args.use_gpt_attention_plugin}'"
+            )
+        if not args.remove_input_padding:
+            args.remove_input_padding = True
+            logger.info("Using remove input padding for inflight batching mode.")
+        if not args.paged_kv_cache:
+            args.paged_kv_cache = True
+            logger.info("Using paged KV cache for inflight batching mode.")
+
+
+def _write_engines(
+    controls: Any,
+    args: argparse.Namespace,
+    builder_config: dict[str, Any],
+    plugin_config: dict[str, Any],
+    names: list[str],
+    tik: float,
+) -> None:
+    """config.json, one engine per rank, and the timing cache at <output_dir>/model.cache (always, like the real)."""
+    gpu = current_gpu()
+    out = Path(args.output_dir)
+    controls.before_write()
+    text = json.dumps({"builder_config": builder_config, "plugin_config": plugin_config}, indent=4) + "\n"
+    files: list[tuple[str, Any]] = [("config.json", lambda: text.encode())]
+    for name in names:
+        logger.info(f"Serializing engine to {out / name}...")
+        files.append((name, lambda: engine_bytes(gpu.compute_cap)))
+    controls.write_files(out, files)
+    (out / "model.cache").write_bytes(b"standin timing cache\n")
+    logger.info(f"Engine serialized. Total time: {elapsed(tik)}")
+    logger.info(f"Timing cache serialized to {out / 'model.cache'}")
+    logger.info(f"Total time of building all {len(names)} engines: {elapsed(tik)}")
+
+
 def run_build(script: str) -> None:
     controls = start(script)
     args = build_parser().parse_args()
     logger.set_level(args.log_level)
-    if not args.remove_input_padding and args.use_gpt_attention_plugin:
+    if not args.remove_input_padding and args.use_gpt_attention_plugin is not False:
         logger.warning("It is recommended to specify --remove_input_padding when using GPT attention plugin")
     converted_tp = None
     if args.model_dir is not None:
@@ -250,20 +353,19 @@ def run_build(script: str) -> None:
         args.inter_size, args.multi_query_mode = ft["inter_size"], ft["multi_query_mode"]
         args.dtype = CANONICAL.get(ft["dtype"], ft["dtype"])
         converted_tp = ft["tensor_parallelism"]
-    if args.use_inflight_batching:
-        if not args.use_gpt_attention_plugin:
-            args.use_gpt_attention_plugin = "float16"
-        args.remove_input_padding = True
-        args.paged_kv_cache = True
-    assert math.log2(args.tokens_per_block).is_integer(), "tokens_per_block must be power of 2"
-    if args.enable_context_fmha or args.enable_context_fmha_fp32_acc:
-        assert args.tokens_per_block >= 128, "Context fMHA requires >= 128 tokens per block"
+    for plugin in ("use_gpt_attention_plugin", "use_gemm_plugin", "use_layernorm_plugin", "use_lookup_plugin"):
+        if getattr(args, plugin) is None:  # given without a value: the model dtype
+            logger.info(f"{plugin} set, without specifying a value. Using {args.dtype} automatically.")
+            setattr(args, plugin, args.dtype)
     assert not (args.use_smooth_quant and args.use_weight_only), (
         "You cannot enable both SmoothQuant and INT8 weight-only together."
     )
+    _inflight(args, "float16")
+    if args.max_num_tokens is not None:
+        assert args.enable_context_fmha
     controls.begin_work()
     tik = time.time()
-    gpu = current_gpu()
+    current_gpu()
     if args.model_dir is not None:
         for rank in range(args.world_size):
             qkv = Path(args.model_dir) / f"model.layers.0.attention.query_key_value.weight.{rank}.bin"
@@ -275,15 +377,67 @@ def run_build(script: str) -> None:
                 f"cannot reshape array of size {n} into shape ({args.n_embd},3,{args.n_embd // args.world_size})"
             )
     dtype = args.dtype
-    builder_config = {
-        "name": "gpt",
+    builder_config = _builder_config(args, "gpt", dtype, args.world_size, 1)
+    builder_config["num_kv_heads"] = 1 if args.multi_query_mode else args.n_head
+    plugin_config = _plugin_config(args, dtype, args.use_layernorm_plugin, "layernorm_plugin")
+    plugin_config["lookup_plugin"] = args.use_lookup_plugin
+    names = [f"gpt_{dtype}_tp{args.world_size}_rank{rank}.engine" for rank in range(args.world_size)]
+    _write_engines(controls, args, builder_config, plugin_config, names, tik)
+
+
+def run_llama_build(script: str) -> None:
+    """examples/llama/build.py: reads the HF (or Meta, or FT) weights itself and writes the engines."""
+    controls = start(script)
+    args = llama_build_parser().parse_args()
+    logger.set_level(args.log_level)
+    assert not (args.use_smooth_quant and args.use_weight_only), (
+        "You cannot enable both SmoothQuant and INT8 weight-only together."
+    )
+    if not args.remove_input_padding and args.use_gpt_attention_plugin:
+        logger.warning("It is recommended to specify --remove_input_padding when using GPT attention plugin")
+    _inflight(args, "float16")
+    if args.model_dir is not None:
+        hf = load_hf_config(args.model_dir)
+        args.inter_size, args.n_embd = hf.get("intermediate_size"), hf.get("hidden_size")
+        args.n_head, args.n_layer = hf.get("num_attention_heads"), hf.get("num_hidden_layers")
+        args.n_kv_head = hf.get("num_key_value_heads", args.n_head)
+        args.n_positions, args.vocab_size = hf.get("max_position_embeddings"), hf.get("vocab_size")
+        args.hidden_act, args.rms_norm_eps = hf.get("hidden_act"), hf.get("rms_norm_eps")
+    elif args.ft_model_dir is not None:
+        ft = _ft_config(args.ft_model_dir)
+        args.n_embd, args.n_head, args.n_layer = ft["n_embd"], ft["n_head"], ft["n_layer"]
+    assert args.use_gpt_attention_plugin, "LLaMa must use gpt attention plugin"
+    if args.n_kv_head is None:
+        args.n_kv_head = args.n_head
+    if args.dtype == "bfloat16":
+        assert args.use_gemm_plugin, "Please use gemm plugin when dtype is bfloat16"
+    assert args.pp_size * args.tp_size == args.world_size
+    if args.max_num_tokens is not None:
+        assert args.use_inflight_batching and args.enable_context_fmha
+    controls.begin_work()
+    tik = time.time()
+    current_gpu()
+    if args.model_dir is not None:
+        logger.info(f"Loading HF LLaMA ... from {args.model_dir}")
+        check_hf_weights(args.model_dir)
+        logger.info("HF LLaMA loaded. Total time: 00:00:00")
+    builder_config = _builder_config(args, "llama", args.dtype, args.tp_size, args.pp_size)
+    builder_config["num_kv_heads"] = args.n_kv_head
+    plugin_config = _plugin_config(args, args.dtype, args.use_rmsnorm_plugin, "rmsnorm_plugin")
+    pp = "" if args.pp_size == 1 else f"_pp{args.pp_size}"
+    names = [f"llama_{args.dtype}_tp{args.tp_size}{pp}_rank{r}.engine" for r in range(args.world_size)]
+    _write_engines(controls, args, builder_config, plugin_config, names, tik)
+
+
+def _builder_config(args: argparse.Namespace, name: str, dtype: str, tp: int, pp: int) -> dict[str, Any]:
+    return {
+        "name": name,
         "precision": dtype,
-        "tensor_parallel": args.world_size,
-        "pipeline_parallel": 1,
+        "tensor_parallel": tp,
+        "pipeline_parallel": pp,
         "parallel_build": args.parallel_build,
         "num_layers": args.n_layer,
         "num_heads": args.n_head,
-        "num_kv_heads": 1 if args.multi_query_mode else args.n_head,
         "hidden_size": args.n_embd,
         "vocab_size": args.vocab_size,
         "hidden_act": args.hidden_act,
@@ -293,43 +447,26 @@ def run_build(script: str) -> None:
         "max_input_len": args.max_input_len,
         "max_output_len": args.max_output_len,
         "max_num_tokens": args.max_num_tokens,
-        "max_draft_len": 0,
         "int8": bool(args.use_smooth_quant or args.use_weight_only or args.int8_kv_cache),
         "quant_mode": 0,
         "opt_level": args.builder_opt,
         "strongly_typed": args.strongly_typed,
-        "max_prompt_embedding_table_size": args.max_prompt_embedding_table_size,
-        "gather_context_logits": args.gather_all_token_logits,
-        "gather_generation_logits": args.gather_all_token_logits,
-        "use_parallel_embedding": args.use_parallel_embedding,
-        "lora_target_modules": None,
-        "tensorrt": "9.2.0.post12.dev5",
+        "tensorrt": "9.2.0.5",
     }
-    plugin_config = {
+
+
+def _plugin_config(args: argparse.Namespace, dtype: str, norm: Any, norm_key: str) -> dict[str, Any]:
+    return {
         "gpt_attention_plugin": args.use_gpt_attention_plugin,
         "gemm_plugin": args.use_gemm_plugin,
-        "layernorm_plugin": args.use_layernorm_plugin,
-        "lookup_plugin": args.use_lookup_plugin,
+        norm_key: norm,
         "smooth_quant_gemm_plugin": dtype if args.use_smooth_quant else False,
         "weight_only_quant_matmul_plugin": dtype if args.use_weight_only else False,
         "nccl_plugin": dtype if args.world_size > 1 else False,
         "context_fmha_type": 2 if args.enable_context_fmha_fp32_acc else int(args.enable_context_fmha),
-        "multi_block_mode": args.multi_block_mode,
         "remove_input_padding": args.remove_input_padding,
         "paged_kv_cache": args.paged_kv_cache,
         "tokens_per_block": args.tokens_per_block,
         "use_custom_all_reduce": bool(args.use_custom_all_reduce),
         "use_paged_context_fmha": False,
     }
-    controls.before_write()
-    text = json.dumps({"builder_config": builder_config, "plugin_config": plugin_config}, indent=4) + "\n"
-    files: list[tuple[str, Any]] = [("config.json", lambda: text.encode())]
-    for rank in range(args.world_size):
-        name = f"gpt_{dtype}_tp{args.world_size}_rank{rank}.engine"
-        logger.info(f"Serializing engine to {args.output_dir / name}...")
-        files.append((name, lambda: engine_bytes(gpu.compute_cap)))
-    controls.write_files(Path(args.output_dir), files)
-    if args.timing_cache != "model.cache":
-        Path(args.timing_cache).write_bytes(b"standin timing cache\n")
-    logger.info(f"Engine serialized. Total time: {elapsed(tik)}")
-    logger.info(f"Total time of building all engines: {elapsed(tik)}")

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .common import TRT_VERSION, Controls, logger, trtllm_version
+from .common import TRT_BY_TRTLLM, Controls, logger, trt_version, trtllm_version
 from .engine import read_engine_header
 from .gpus import cuda_gpus
 
@@ -22,7 +22,6 @@ DEFAULT_HF_MODEL_DIRS = {
     "Qwen2ForCausalLM": "Qwen/Qwen1.5-7B",
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
-TRT_BY_TRTLLM = {"0.21.0": TRT_VERSION, "0.20.0": "10.10.0.31", "0.19.0": "10.9.0.34", "0.18.0": "10.8.0.43"}
 WORDS = [
     "the", "chef", "at", "hotel", "de", "ville", "in", "paris", "where", "he", "was", "a", "great",
     "success", "with", "his", "cooking", "and", "soon", "became", "known", "as", "one", "of", "finest",
@@ -122,7 +121,7 @@ def run(args: argparse.Namespace, controls: Controls) -> None:
     if built_with and built_with != trtllm_version():
         raise RuntimeError(
             "[TensorRT-LLM][ERROR] The engine plan file is not compatible with this version of TensorRT, "
-            f"expecting library version {TRT_BY_TRTLLM.get(trtllm_version(), TRT_VERSION)} got "
+            f"expecting library version {trt_version()} got "
             f"{TRT_BY_TRTLLM.get(built_with, '10.0.1.6')}, please rebuild. (engine built by TensorRT-LLM "
             f"{built_with}, runtime is {trtllm_version()})"
         )
@@ -132,6 +131,14 @@ def run(args: argparse.Namespace, controls: Controls) -> None:
             f"compute {gpu.compute_cap} got compute {header['sm']}, please rebuild."
         )
     cpp_log(f"Loaded engine size: {engine_path.stat().st_size // (1 << 20)} MiB")
+    plugins = (limits.get("plugin_config") or {}) if version is not None else {}
+    if plugins.get("manage_weights"):  # --fast_build engines: the runtime loads the weights beside them
+        weights = engine_dir / f"rank{rank}_managed_weights.safetensors"
+        if not weights.is_file():
+            raise RuntimeError(
+                f"[TensorRT-LLM][ERROR] Failed to open safetensors file {weights}: No such file or directory"
+            )
+        cpp_log(f"Loading managed weights from {weights}")
     lengths = [min(len(t.split()) + 1, args.max_input_length) for t in inputs]
     if limits.get("max_batch_size") and len(inputs) > limits["max_batch_size"]:
         raise RuntimeError(
@@ -154,7 +161,11 @@ def run(args: argparse.Namespace, controls: Controls) -> None:
     if rank != 0:
         return
     n = max(1, min(args.max_output_len, 16))
+    # STANDIN_OUTPUT_TEXT: what the "model" answers (`\n` is a newline), printed as run.py prints any
+    # decoded text: unescaped, so an answer with newlines spans several lines
+    fixed = os.environ.get("STANDIN_OUTPUT_TEXT")
     for i, text in enumerate(inputs):
         print(f'Input [Text {i}]: "{text}"')
         for beam in range(args.num_beams):
-            print(f'Output [Text {i} Beam {beam}]: "{_generate(text, beam, n)}"')
+            out = fixed.replace("\\n", "\n") if fixed is not None else _generate(text, beam, n)
+            print(f'Output [Text {i} Beam {beam}]: "{out}"')

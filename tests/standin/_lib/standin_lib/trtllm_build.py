@@ -6,13 +6,15 @@ import argparse
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from . import engine
-from .common import elapsed, logger, start, trtllm_version
+from .common import elapsed, legacy_warning, logger, release, start, trtllm_version
 from .gpus import current_gpu
+from .tensors import safetensors_bytes
 
 # BuildConfig defaults (tensorrt_llm/builder.py)
 MAX_BATCH_SIZE = 2048
@@ -213,10 +215,11 @@ def parse_arguments() -> argparse.ArgumentParser:
         choices=["draft_tokens_external", "lookahead_decoding", "medusa", "explicit_draft_tokens", "eagle"],
     )
     spec.add_argument("--max_draft_len", type=int, default=0)
-    autopp = p.add_argument_group("Auto parallel arguments")
-    autopp.add_argument("--auto_parallel", type=int, default=1)
-    autopp.add_argument("--gpus_per_node", type=int, default=8)
-    autopp.add_argument("--cluster_key", type=str, default=None, choices=CLUSTER_KEYS)
+    if release() < (1, 0):  # auto parallel is gone from 1.x (see the ledger)
+        autopp = p.add_argument_group("Auto parallel arguments")
+        autopp.add_argument("--auto_parallel", type=int, default=1)
+        autopp.add_argument("--gpus_per_node", type=int, default=8)
+        autopp.add_argument("--cluster_key", type=str, default=None, choices=CLUSTER_KEYS)
     plugins = p.add_argument_group("Plugin config arguments")
     add_plugin_argument(plugins)
     return p
@@ -238,6 +241,7 @@ def plugin_config(args: argparse.Namespace, dtype: str) -> dict[str, Any]:
 
 def main(script: str) -> None:
     controls = start(script)
+    legacy_warning("trtllm-build")
     args = parse_arguments().parse_args()
     logger.set_level(args.log_level)
     logger.warning(
@@ -271,11 +275,11 @@ def main(script: str) -> None:
     arch = model_config["architecture"]
     assert arch in MODEL_MAP or args.model_cls_file, f"Unsupported model architecture: {arch}"
     mapping = model_config.get("mapping", {})
-    tp, pp = mapping.get("tp_size", 1), mapping.get("pp_size", 1)
-    world = mapping.get("world_size", tp * pp * mapping.get("cp_size", 1))
+    tp, pp, cp = mapping.get("tp_size", 1), mapping.get("pp_size", 1), mapping.get("cp_size", 1)
+    world = mapping.get("world_size", tp * pp * cp)
     if ckpt_dir is not None:
         for rank in range(world):
-            weights = ckpt_dir / f"rank{rank}.safetensors"
+            weights = ckpt_dir / f"rank{checkpoint_rank(rank, tp, cp)}.safetensors"
             if not weights.is_file():
                 raise AssertionError(f"{weights} does not exist: the checkpoint has no weights for rank {rank}")
     if args.logits_dtype is not None:
@@ -287,6 +291,11 @@ def main(script: str) -> None:
         )
 
     plugins = plugin_config(args, model_config.get("dtype", "float16"))
+    if release() >= (1, 0):
+        assert not plugins["streamingllm"], (
+            "StreamingLLM is no longer supported because attention sink cannot work with the non-cyclic kv cache "
+            "kernel & runtime changes."
+        )
     if args.fast_build:
         plugins["manage_weights"] = True
     if args.build_config is not None:
@@ -294,6 +303,9 @@ def main(script: str) -> None:
         build.setdefault("plugin_config", {}).update(plugins)
     else:
         build = build_config(args, model_config, plugins)
+    quant = model_config.get("quantization") or {}
+    context_fmha_rules(build["plugin_config"], quant)
+    refuse_on_blackwell(gpu, quant)
 
     out = controls.output_dir(args.output_dir, world)
     mpi_size = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1"))
@@ -302,17 +314,23 @@ def main(script: str) -> None:
     controls.before_write()
     files: list[tuple[str, Any]] = []
     config = {"version": trtllm_version(), "pretrained_config": model_config, "build_config": build}
-    if 0 in my_ranks:
-        text = json.dumps(config, indent=4) + "\n"
-        files.append(("config.json", lambda: text.encode()))
+    if 0 in my_ranks:  # serialized when written: after copy_lora pointed lora_dir at the engine's copies
+        files.append(("config.json", lambda: (json.dumps(config, indent=4) + "\n").encode()))
     if not args.dry_run:
         for rank in my_ranks:
             logger.info(f"Build TensorRT engine Unnamed Network {rank} (rank {rank}/{world}) on {gpu.name}")
             files.append((f"rank{rank}.engine", lambda: engine.engine_bytes(gpu.compute_cap)))
+            if plugins["manage_weights"]:  # --fast_build keeps the weights out of the engine
+                files.append((f"rank{rank}_managed_weights.safetensors", _managed_weights(model_config, rank)))
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    lora_dirs = build.get("lora_config", {}).get("lora_dir") or []
+    if 0 in my_ranks:
+        copy_lora(out, lora_dirs, build.get("lora_config", {}))  # Engine.save: before config.json
     controls.write_files(out, files)
-    if args.output_timing_cache and args.output_timing_cache != "model.cache":
-        Path(args.output_timing_cache).write_bytes(b"standin timing cache\n")
+    if build.get("output_timing_cache") is not None and 0 in my_ranks:
+        # BuildConfig.output_timing_cache defaults to "model.cache": relative, so in the cwd
+        Path(build["output_timing_cache"]).write_bytes(b"standin timing cache\n")
+        logger.info(f"Timing cache serialized to {build['output_timing_cache']}")
     for rank in my_ranks:
         logger.info(f"Engine serialized. Total time: {elapsed(tik)}; saved {out / f'rank{rank}.engine'}")
     logger.info(f"Total time of building all engines: {elapsed(tik)}")
@@ -377,16 +395,12 @@ def build_config(args: argparse.Namespace, model_config: dict[str, Any], plugins
         "use_refit": False,
         "input_timing_cache": args.input_timing_cache,
         "output_timing_cache": args.output_timing_cache,
+        # build_model sets the LoRA config only with --lora_plugin; otherwise LoraConfig's defaults
         "lora_config": {
-            "lora_dir": args.lora_dir or [],
-            "lora_ckpt_source": args.lora_ckpt_source,
-            "max_lora_rank": args.max_lora_rank,
-            "lora_target_modules": args.lora_target_modules or [],
-        },
-        "auto_parallel_config": {
-            "world_size": args.auto_parallel,
-            "gpus_per_node": args.gpus_per_node,
-            "cluster_key": args.cluster_key,
+            "lora_dir": list(args.lora_dir or []) if plugins["lora_plugin"] is not None else [],
+            "lora_ckpt_source": args.lora_ckpt_source if plugins["lora_plugin"] is not None else "hf",
+            "max_lora_rank": args.max_lora_rank if plugins["lora_plugin"] is not None else 64,
+            "lora_target_modules": (args.lora_target_modules or []) if plugins["lora_plugin"] is not None else [],
         },
         "weight_sparsity": args.weight_sparsity,
         "weight_streaming": args.weight_streaming,
@@ -397,4 +411,83 @@ def build_config(args: argparse.Namespace, model_config: dict[str, Any], plugins
         "visualize_network": args.visualize_network,
         "monitor_memory": args.monitor_memory,
         "use_mrope": False,
+        **(
+            {
+                "auto_parallel_config": {
+                    "world_size": args.auto_parallel,
+                    "gpus_per_node": args.gpus_per_node,
+                    "cluster_key": args.cluster_key,
+                }
+            }
+            if release() < (1, 0)
+            else {}
+        ),
     }
+
+
+def checkpoint_rank(rank: int, tp: int, cp: int) -> int:
+    """The checkpoint file an engine rank reads: context-parallel ranks share one (PretrainedModel.from_checkpoint)."""
+    if cp > 1:
+        return rank % tp + rank // (tp * cp) * tp
+    return rank
+
+
+_INT8_INT4 = {"W8A16", "W4A16", "W4A16_AWQ", "W4A16_GPTQ", "W8A16_GPTQ"}
+
+
+def refuse_on_blackwell(gpu: Any, quant: dict[str, Any]) -> None:
+    """builder.build(): on SM 100-119 these quantizations raise before the network is built."""
+    if not 100 <= gpu.sm < 120:
+        return
+    algo = quant.get("quant_algo") or ""
+    if algo in _INT8_INT4 or quant.get("kv_cache_quant_algo") == "INT8":
+        raise RuntimeError("INT8/INT4 quantization is not supported on SM>=100.")
+    if algo.startswith("W8A8_SQ"):
+        raise RuntimeError("SmoothQuant is not supported on SM>=100.")
+    if "PER_CHANNEL" in algo or "PER_TOKEN" in algo:
+        raise RuntimeError("Per-channel or per-token scaling is not supported on SM>=100.")
+
+
+def context_fmha_rules(plugins: dict[str, Any], quant: dict[str, Any]) -> None:
+    """The builder's silent overrides of the context FMHA features (builder.build)."""
+    if not plugins.get("context_fmha"):
+        plugins["use_fp8_context_fmha"] = False
+        plugins["use_paged_context_fmha"] = False
+        logger.warning("Context FMHA is disabled, FP8 Context FMHA and Paged Context FMHA are disabled.")
+    elif quant.get("quant_algo") not in ("FP8", "W4A8_AWQ", "NVFP4") and plugins.get("use_fp8_context_fmha"):
+        plugins["use_fp8_context_fmha"] = False
+        logger.warning(
+            "FP8 Context FMHA is disabled because it must be used together with the fp8 quantization workflow."
+        )
+    if plugins.get("use_paged_context_fmha") and quant.get("kv_cache_quant_algo") == "INT8":
+        plugins["use_paged_context_fmha"] = False
+        logger.warning("Paged Context FMHA is disabled because it doesn't work with int8 kv cache currently.")
+
+
+def _managed_weights(model_config: dict[str, Any], rank: int) -> Any:
+    dt = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}.get(model_config.get("dtype", ""), "F16")
+    h = max(1, min(int(model_config.get("hidden_size", 8)), 32))
+    names = [(f"transformer.layers.{i}.mlp.fc.weight", dt, [h, h]) for i in range(2)]
+    return lambda: safetensors_bytes(names, seed=f"managed|{rank}")
+
+
+def copy_lora(engine_dir: Path, lora_dirs: list[str], lora_config: dict[str, Any]) -> None:
+    """Engine.save: each LoRA dir goes to <engine>/lora/<i>/ (hf) or lora/<i>.nemo; the config says where."""
+    root = engine_dir / "lora"
+    if not lora_dirs:
+        if root.is_dir():
+            shutil.rmtree(root)
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    for index, lora_dir in enumerate(list(lora_dirs)):
+        if lora_config.get("lora_ckpt_source") == "nemo":
+            shutil.copyfile(lora_dir, root / f"{index}.nemo")
+            lora_dirs[index] = f"lora/{index}.nemo"
+            continue
+        target = root / str(index)
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(lora_dir) / "adapter_config.json", target)
+        for weights in ("adapter_model.bin", "adapter_model.safetensors"):
+            if (Path(lora_dir) / weights).exists():
+                shutil.copy2(Path(lora_dir) / weights, target)
+        lora_dirs[index] = f"lora/{index}"

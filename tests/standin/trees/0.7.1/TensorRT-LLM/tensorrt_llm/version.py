@@ -1,0 +1,2 @@
+# Stand-in of the TensorRT-LLM source tree (tests only).
+__version__ = "0.7.1"
