@@ -223,3 +223,17 @@ def test_run_output_parsing() -> None:
         {"text": 0, "beam": 0, "output": "one line"},
         {"text": 0, "beam": 1, "output": 'two\nlines "quoted"'},
     ]
+
+
+def test_triton_repository_carries_the_managed_weights(
+    run_cli: CliRun, tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
+    # the runtime loads rank<N>_managed_weights.safetensors from beside rank<N>.engine: in a Triton
+    # repository that is tensorrt_llm/1/, so they must be packed there too
+    cfg = config(tmp_path, tiny_model("llama"), build=", fast_build: true", tail="output: {format: triton}\n")
+    res, out = build(run_cli, cfg, tmp_path)
+    assert res.returncode == 0, res.stderr
+    names = members(out)
+    assert {"tensorrt_llm/1/rank0.engine", "tensorrt_llm/1/rank0_managed_weights.safetensors"} <= set(names)
+    inspected = run_cli("inspect", str(out))
+    assert inspected.returncode == 0, inspected.stdout + inspected.stderr

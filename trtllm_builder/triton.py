@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import pbtxt
 from .engineinfo import EngineInfo, read_engine_info
 from .errors import ConfigError, PackagingError, SetupError
+from .layout import inspect_dir
 from .sources import tokenizer_files
 from .tritonloaders import Requirement, cpp_requirements, merge
 from .tritonverify import python_model_requirements, verify_model_repository
@@ -391,7 +392,10 @@ def _triton_dtype(dtype: str, what: str) -> str:
         ) from None
 
 
-def _engine_files(engine_dir: Path, info: EngineInfo) -> list[Path]:
+def _engine_files(engine_dir: Path, info: EngineInfo) -> list[tuple[str, Path]]:
+    """The engine's files as (path relative to the engine dir, path): ``config.json`` and every rank's
+    engine, plus what trtllm-build leaves beside them that the runtime loads (``--fast_build``'s
+    ``rank<N>_managed_weights.safetensors``, ``--lora_dir``'s ``lora/``, ``quant_cfg.json``)."""
     wanted = [engine_dir / "config.json"] + [engine_dir / f"rank{n}.engine" for n in range(info.world_size)]
     missing = [p.name for p in wanted if not p.is_file()]
     if missing:
@@ -407,7 +411,10 @@ def _engine_files(engine_dir: Path, info: EngineInfo) -> list[Path]:
             f"engine dir {engine_dir} has {', '.join(stale)} but its config.json says world size "
             f"{info.world_size}: stale files from an earlier build? clear the folder and rebuild"
         )
-    return wanted
+    found = inspect_dir(engine_dir)
+    if found is not None and found.layout == "engine" and not found.problems:
+        return found.members()
+    return [(p.name, p) for p in wanted]
 
 
 def tokenizer_folder_files(model_dir: Path) -> list[Path]:
@@ -477,7 +484,10 @@ def make_model_repository(
             (target / "config.pbtxt").write_text(rendered[model], encoding="utf-8")
             (target / "1").mkdir(exist_ok=True)
         version_dir = tmp / model_name / "1"
-        linked = sum(_link_or_copy(src, version_dir / src.name) for src in engine_files)
+        linked = 0
+        for rel, src in engine_files:
+            (version_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            linked += _link_or_copy(src, version_dir / rel)
         logger.info(
             "engine: %d file(s) into %s/1 (%d hard-linked, %d copied)",
             len(engine_files), model_name, linked, len(engine_files) - linked,
