@@ -77,6 +77,8 @@ class ModelModel(_Strict):
 
 class TrtllmModel(_Strict):
     example: str | None = None
+    # the TensorRT-LLM release this config is written for; a build under another one is refused
+    version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+[A-Za-z0-9.]*$")] | None = None
 
 
 class OutputModel(_Strict):
@@ -193,6 +195,7 @@ class BuildConfig:
     recipe_source: str | None = None  # where the expansion read the model's config.json
     warnings: tuple[str, ...] = ()  # keys accepted but ignored (cog-trt-llm's form), shown as plan notes
     translation: Translation | None = None  # a cog-trt-llm config translated onto the pinned release
+    trtllm_version: str | None = None  # `trtllm.version`: the release the config requires
 
     @property
     def secrets(self) -> list[str]:
@@ -480,6 +483,7 @@ def parse_config(data: Any, *, source: str = "config") -> BuildConfig:
     smoke: SmokeTest | None = None
     token: str | None = None
     recipe: Recipe | None = None
+    required_version: str | None = None
     if isinstance(parsed, LegacyModel):
         model, example, steps = _from_legacy(parsed, problems)
         form: Literal["cog-trt-llm", "project"] = "cog-trt-llm"
@@ -489,6 +493,7 @@ def parse_config(data: Any, *, source: str = "config") -> BuildConfig:
         form = "project"
         token = parsed.hf_token
         recipe = parsed.recipe
+        required_version = parsed.trtllm.version
         if recipe is not None:
             if parsed.steps is not None:
                 problems.append("give either `steps:` or `recipe:`, not both (`plan` prints a recipe's steps)")
@@ -525,6 +530,7 @@ def parse_config(data: Any, *, source: str = "config") -> BuildConfig:
         raw=raw,
         recipe=recipe,
         warnings=tuple(warnings),
+        trtllm_version=required_version,
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from .gpu import GpuInfo, detect_gpus
 from .tarview import scan_archive
+from .versions import serving_runtime
 from .versions import trtllm_version as local_trtllm_version
 
 __all__ = ["FileMismatch", "InspectReport", "format_report", "inspect_archive", "triton_problems"]
@@ -349,6 +350,7 @@ def format_report(report: InspectReport) -> str:
         else:
             out.append("Triton repository: ok (configs, ensemble wiring, loader parameters, engine ranks, tokenizer)")
 
+    out.extend(_serving_lines(manifest))
     if report.compatibility:
         out.append("this machine:")
         out.extend(f"  - {line}" for line in report.compatibility)
@@ -364,6 +366,18 @@ def format_report(report: InspectReport) -> str:
     else:
         out.append("verdict: OK: intact, and this machine can serve it")
     return "\n".join(out)
+
+
+def _serving_lines(manifest: dict[str, Any]) -> list[str]:
+    """Where the engine can be served: the manifest's ``serving`` record, else the release table."""
+    version = _section(manifest, "trtllm").get("version")
+    serving = _section(manifest, "serving") or serving_runtime(version if isinstance(version, str) else None) or {}
+    containers = serving.get("tritonserver")
+    if not isinstance(version, str):
+        return []
+    if not isinstance(containers, list) or not containers:
+        return [f"serve with: TensorRT-LLM {version} (no known tritonserver container ships it; use that release)"]
+    return [f"serve with: TensorRT-LLM {version}, e.g. " + ", ".join(str(c) for c in containers)]
 
 
 def _section(manifest: dict[str, Any], key: str) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from .stepcache import CachedStep, Hold, StepCache, content_hash, step_key
 from .translate import known_flags_from, translate
 from .tree import TrtllmTree, find_tree
 from .upload import S3Credentials, UploadResult, pack_and_upload
-from .versions import trtllm_version
+from .versions import serving_runtime, trtllm_version, version_mismatch
 from .workdir import default_work_dir, owned_work_dir, remove_inside
 
 __all__ = ["BuildOptions", "BuildResult", "StepRecord", "build", "build_secrets", "default_cache_dir", "prepare"]
@@ -154,8 +154,10 @@ def prepare(
     model = config.model
     check_ref(ModelRef(str(model_dir)) if model_dir else ModelRef(model.id, model.revision, model.tar_url))
     tree = find_tree(trtllm_dir)
-    # --- args checked against the real parsers; recipes expanded (see parsers.py, recipes.py) ---
     release = trtllm_version(tree.root)
+    if mismatch := version_mismatch(config.trtllm_version, release):
+        raise PreflightError(mismatch)  # before any parser is read or anything is fetched
+    # --- args checked against the real parsers; recipes expanded (see parsers.py, recipes.py) ---
     parsers = ParserCache(cache, version=release)
     # cog-trt-llm's form: translated onto this tree's release, flag by flag (see translate.py)
     config = translate(config, tree, known_flags=known_flags_from(parsers, tree), release=release)
@@ -272,6 +274,8 @@ def _manifest(
         "config": config.raw,
         "model": {"id": model.id, "source": model.source, "revision": model.revision},
         "trtllm": {"version": trtllm_version(tree.root)},
+        # an engine runs only under the TensorRT-LLM that built it: the runtimes that ship it
+        "serving": serving_runtime(trtllm_version(tree.root)),
         "gpus": [{"name": g.name, "compute_capability": g.compute_capability} for g in gpus],
         "engine": _engine_summary(engine),
         "steps": [r.as_dict() for r in records],

@@ -19,6 +19,7 @@ __all__ = [
     "serving_runtime",
     "trtllm_version",
     "version_from_source",
+    "version_mismatch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,22 @@ RELEASES: dict[str, Release] = {
         ),
     ),
 }
+
+
+def version_mismatch(required: str | None, installed: str | None) -> str | None:
+    """Why a config that requires TensorRT-LLM ``required`` cannot build here, or None when it can.
+
+    Exact match: an engine runs only under the version that built it, so "1.2" does not stand for 1.2.1.
+    """
+    if required is None or required == installed:
+        return None
+    have = f"TensorRT-LLM {installed}" if installed else "no readable TensorRT-LLM version"
+    where = f"build arg TRTLLM_VERSION={required}" if required in RELEASES else "an image of that release"
+    return (
+        f"the config requires TensorRT-LLM {required} (`trtllm.version`), but this machine has {have}: "
+        f"build with the {required} image ({where}; supported: {', '.join(sorted(RELEASES))}), "
+        "or change `trtllm.version`"
+    )
 
 
 def serving_runtime(version: str | None) -> dict[str, object] | None:
