@@ -6,10 +6,14 @@ and counts the bytes:
 
 - **hf_xet** for Xet-backed repos (what huggingface_hub uses by itself when ``hf_xet`` is installed),
   with ``HF_XET_HIGH_PERFORMANCE`` on hosts with enough cores;
-- **hf_transfer** for plain HTTP/LFS under huggingface_hub 0.x when it is installed and the host has
-  the cores (1.x dropped it; it costs about twice the CPU per byte of the plain path, which only
-  pays off where there are cores to spare);
-- otherwise huggingface_hub's own parallel HTTP download.
+- otherwise huggingface_hub's own parallel HTTP download (``requests`` in 0.x, ``httpx`` in 1.x,
+  ``httpx2`` in 2.x), with range resume.
+
+hf_transfer, which huggingface_hub 0.x still offers (1.x dropped it), is switched off even where it
+is installed: hf_transfer 0.1.9 holds Python's GIL for a whole file (measured: a thread that should
+have run 25 times during a 1.2 s, 256 MB hf_transfer download ran once), so no progress line, no Cog
+cancel and no log forwarding could happen meanwhile, and a hub served from the same process
+deadlocks. On a loopback hub it also moved fewer bytes per CPU second than the plain path.
 
 Progress comes from huggingface_hub's own hook where the version has one for bytes (``tqdm_class``
 of ``snapshot_download``: 1.x and later); 0.x passes that class only to its per-file counter, so
@@ -35,7 +39,7 @@ __all__ = ["Download", "DownloadStopped", "Transport", "choose_transport", "hub_
 
 DOWNLOAD_WORKERS = 8
 DOWNLOAD_ATTEMPTS = 3
-# Cores from which the transports that trade CPU for throughput are worth it.
+# Cores from which hf_xet's high-performance mode (all cores, more memory) is worth it.
 MANY_CORES = 8
 
 
@@ -80,12 +84,11 @@ def _installed(module: str) -> bool:
 def choose_transport(*, xet_backed: bool, cores: int | None = None) -> Transport:
     """The transport for one download, from what is installed, the repo's storage and the host's cores.
 
-    A user's explicit ``HF_XET_HIGH_PERFORMANCE`` / ``HF_HUB_ENABLE_HF_TRANSFER`` / ``HF_HUB_DISABLE_XET``
-    is respected.
+    A user's explicit ``HF_XET_HIGH_PERFORMANCE`` / ``HF_HUB_DISABLE_XET`` is respected;
+    ``HF_HUB_ENABLE_HF_TRANSFER`` is not (see the module docstring), and the line says so.
     """
     cores = cores or os.cpu_count() or 1
     major = hub_major()
-    http = "requests" if major == 0 else "httpx" if major == 1 else "httpx2"
     if xet_backed and _installed("hf_xet") and not _env_flag("HF_HUB_DISABLE_XET"):
         user = _env_flag("HF_XET_HIGH_PERFORMANCE")
         high = user if user is not None else cores >= MANY_CORES
@@ -98,18 +101,11 @@ def choose_transport(*, xet_backed: bool, cores: int | None = None) -> Transport
         )
         return Transport("hf_xet", f"the repo is Xet-backed; {why}", high_performance=high)
     where = "the repo is Xet-backed but hf_xet is not usable here" if xet_backed else "plain HTTP/LFS files"
-    if major == 0 and _installed("hf_transfer"):
-        user = _env_flag("HF_HUB_ENABLE_HF_TRANSFER")
-        if user or (user is None and cores >= MANY_CORES):
-            why = "HF_HUB_ENABLE_HF_TRANSFER=1 as set" if user else f"{cores} cores"
-            return Transport("hf_transfer", f"{where}; huggingface_hub {major}.x offers hf_transfer; {why}")
-        if user is False:
-            why = "HF_HUB_ENABLE_HF_TRANSFER=0 as set"
-        else:
-            why = f"hf_transfer only from {MANY_CORES} cores ({cores} here): it costs more CPU per byte"
-        return Transport("http", f"{where}; huggingface_hub's parallel download over {http}; {why}")
-    offer = "hf_transfer is not installed" if major == 0 else f"huggingface_hub {major}.x no longer offers hf_transfer"
-    return Transport("http", f"{where}; huggingface_hub's parallel download over {http} ({offer})")
+    http = "requests" if major == 0 else "httpx" if major == 1 else "httpx2"
+    reason = f"{where}; huggingface_hub {major}.x's parallel download over {http}, {DOWNLOAD_WORKERS} files at a time"
+    if _env_flag("HF_HUB_ENABLE_HF_TRANSFER"):
+        reason += "; HF_HUB_ENABLE_HF_TRANSFER is ignored: hf_transfer blocks all other Python threads for a file"
+    return Transport("http", reason)
 
 
 def _apply(transport: Transport) -> None:
@@ -121,7 +117,7 @@ def _apply(transport: Transport) -> None:
         from huggingface_hub import constants
 
         flag = "HF_HUB_ENABLE_HF_TRANSFER"  # a name 1.x no longer has, hence no attribute access
-        setattr(constants, flag, transport.name == "hf_transfer")
+        setattr(constants, flag, False)
 
 
 def landed_bytes(partial: Path, files: dict[str, int]) -> int:
