@@ -341,7 +341,6 @@ def _fetch_locked(
     relay.tick()
     if relay.download is not None and moved >= 0:
         elapsed = max(time.monotonic() - start, 1e-6)
-        relay.download.poll()
         relay.download.meter.set(moved)
         relay.download.meter.finish(
             note=f"downloaded {shown} via {transport.name}: {format_bytes(moved)} in {format_duration(elapsed)}"

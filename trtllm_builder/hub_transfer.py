@@ -27,6 +27,7 @@ import importlib
 import importlib.util
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,11 +207,15 @@ class Download:
         self.meter, self.stop = meter, stop
         self.counter = _Counter(meter, stop)
         self.baseline = landed_bytes(partial, files)
+        self._polled = 0.0
 
-    def poll(self) -> None:
-        """Where huggingface_hub reports no bytes (0.x), count what landed on disk."""
-        if not self.counter.has_byte_bars:
-            self.meter.set(max(0, landed_bytes(self.partial, self.files) - self.baseline))
+    def poll(self, *, force: bool = False) -> None:
+        """Where huggingface_hub reports no bytes (0.x), count what landed on disk (at most once a second)."""
+        now = time.monotonic()
+        if self.counter.has_byte_bars or (now - self._polled < 1.0 and not force):
+            return
+        self._polled = now
+        self.meter.set(max(0, landed_bytes(self.partial, self.files) - self.baseline))
 
     def run(self) -> None:
         """The download, resumed up to ``DOWNLOAD_ATTEMPTS`` times after the connection dropped or timed out.
