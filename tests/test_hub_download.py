@@ -24,6 +24,7 @@ from hubserver import HubServer
 from modelgen import make_tiny_model
 
 from trtllm_builder import hub, hub_transfer, modelcache
+from trtllm_builder.errors import FetchError
 from trtllm_builder.hub_transfer import MANY_CORES, choose_transport
 from trtllm_builder.sources import ModelRef, fetch_model
 
@@ -213,3 +214,23 @@ def test_hf_transfer_is_switched_off_so_progress_and_cancel_keep_working(
     assert [line for line in log.lines if line.startswith("transport: http (")], log.lines
     assert [line for line in log.lines if PROGRESS.match(line)], log.lines  # the caller's thread kept running
     assert all(r.range is None for r in hub_server.file_gets(name))  # one plain stream, not hf_transfer's chunks
+
+
+def test_next_run_resumes_a_file_cut_short(hub_server: HubServer, tmp_path: Path) -> None:
+    name = "model-00001-of-00001.safetensors"
+    files = _shards(1, 12 * MIB)
+    hub_server.add_repo("org/big", files)
+    hub_server.drop_at, hub_server.drop_times, hub_server.drop_files = 11 * MIB, -1, name
+    cache = tmp_path / "cache"
+    with pytest.raises(FetchError, match=r"kept dropping mid-file.*next run resumes"):
+        fetch_model(ModelRef("org/big"), token=None, cache_dir=cache, log=lambda _: None)
+    failed = len(hub_server.file_gets(name))
+
+    hub_server.drop_at = None
+    model = fetch_model(ModelRef("org/big"), token=None, cache_dir=cache, log=lambda _: None)
+
+    assert (model.path / name).read_bytes() == files[name]
+    (again,) = hub_server.file_gets(name)[failed:]
+    # huggingface_hub writes 10 MiB pieces; 0.x keeps its `.incomplete` file and the next run goes on
+    # from it, 1.x+ names those files per attempt (and deletes them), so the next run starts over.
+    assert again.range == (f"bytes={10 * MIB}-" if HF_MAJOR == 0 else None)

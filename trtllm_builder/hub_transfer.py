@@ -218,15 +218,16 @@ class Download:
         self.meter.set(max(0, landed_bytes(self.partial, self.files) - self.baseline))
 
     def run(self) -> None:
-        """The download, resumed up to ``DOWNLOAD_ATTEMPTS`` times after the connection dropped or timed out.
+        """The download; under huggingface_hub 0.x resumed up to ``DOWNLOAD_ATTEMPTS`` times after a drop or timeout.
 
-        huggingface_hub 1.x+ resumes a dropped body within one call; 0.x gives up on a body cut short
-        (``ChunkedEncodingError``) but resumes from its ``.incomplete`` file on the next call. Files
-        already complete are skipped by every call.
+        huggingface_hub 1.x+ resumes a dropped body itself, 5 times within one call; 0.x gives up on a
+        body cut short (``ChunkedEncodingError``) but resumes from its ``.incomplete`` file on the next
+        call, so for 0.x the call is repeated. Files already complete are skipped by every call.
         """
         _hf_utils().disable_progress_bars()  # its own bars write carriage returns; the meter prints instead
         _apply(self.transport)
-        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        attempts = DOWNLOAD_ATTEMPTS if hub_major() == 0 else 1
+        for attempt in range(1, attempts + 1):
             if self.stop.is_set():
                 raise DownloadStopped("the build was stopped")
             try:
@@ -236,12 +237,12 @@ class Download:
                 raise
             except Exception as e:  # the boundary to huggingface_hub; the caller translates what is not retried
                 failure = transport_failure(e)
-                if failure not in ("dropped", "timeout") or attempt == DOWNLOAD_ATTEMPTS:
+                if failure not in ("dropped", "timeout") or attempt == attempts:
                     raise
                 what = "timed out" if failure == "timeout" else "dropped mid-file"
                 self.say(
                     f"the connection {what} ({type(e).__name__}); resuming "
-                    f"(attempt {attempt + 1} of {DOWNLOAD_ATTEMPTS}; finished files are kept)"
+                    f"(attempt {attempt + 1} of {attempts}; finished files are kept)"
                 )
 
     def _snapshot(self) -> None:
