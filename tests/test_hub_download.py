@@ -151,7 +151,7 @@ def test_cancel_returns_at_once_and_the_lock_is_released(hub_server: HubServer, 
     assert not caller.is_alive() and isinstance(outcome[0], _Canceled), outcome
     assert time.monotonic() - canceled_at < 2  # the caller is free at once, whatever the download does
     # The helper thread owns the lock until it stops: at the next chunk on 1.x+, where huggingface_hub
-    # reports bytes through our hook; on 0.x only once the files in flight are done.
+    # reports bytes through our hook; on 0.x, which has no such hook, only once its download is done.
     fd = os.open(entry.lock, os.O_RDWR)
     try:
         deadline = time.monotonic() + (3 if HF_MAJOR >= 1 else 20)

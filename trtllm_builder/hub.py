@@ -234,7 +234,7 @@ def _access_file(entry: modelcache.CacheEntry) -> Path:
 
 
 def _recorded_access(entry: modelcache.CacheEntry) -> str | None:
-    """ "public" or "restricted" as recorded when ``entry`` was published; None if unknown (older cache)."""
+    """The access recorded when ``entry`` was published (``public`` or ``restricted``); None for older caches."""
     try:
         data = json.loads(_access_file(entry).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -289,7 +289,7 @@ def _fetch_locked(
 
     The helper thread holds the lock from start to end, so a build that is canceled while it runs
     never leaves a half-written directory unlocked: the helper stops at huggingface_hub's next chunk
-    (0.x: at the end of the files in flight) and releases the lock itself.
+    (0.x, which reports no bytes through the hook: once its whole download is done) and releases the lock itself.
     """
     relay = _Relay(log)
     stop = threading.Event()
