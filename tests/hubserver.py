@@ -13,9 +13,14 @@ It implements what ``huggingface_hub`` 2.4 calls to download a model:
 
 Errors carry the real ``X-Error-Code`` values (``RepoNotFound``, ``RevisionNotFound``,
 ``EntryNotFound``, ``GatedRepo``) and ``X-Error-Message: Invalid credentials in Authorization header``
-for an unknown token. Behaviours for failure tests: ``gated`` repos, ``slow_bps``, and ``drop_at`` /
-``drop_times`` (close the connection when a file body reaches byte ``drop_at``, the first
-``drop_times`` times per file; ``-1`` = always).
+for an unknown token. As on the real Hub, a gated repo's metadata (``/api/models``) answers anyone
+while its files need a token of an account with access; a private repo answers only such a token
+(401 ``RepoNotFound`` without a token, 404 with another one). Behaviours for failure tests:
+``gated`` / ``private`` repos, ``slow_bps``, ``drop_at`` / ``drop_times`` (close the connection when
+a file body reaches byte ``drop_at``, the first ``drop_times`` times per file; ``-1`` = always),
+``missing`` (files listed in the metadata whose download answers 404 ``EntryNotFound``: a file
+deleted meanwhile), ``api_status`` (every ``/api/`` call answers that HTTP status: the hub is down)
+and ``stall_api`` (``/api/`` calls get no answer at all until the server stops).
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ class FakeRepo:
     commits: dict[str, dict[str, _File]] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)
     gated: bool = False
+    private: bool = False
     allowed_tokens: set[str] = field(default_factory=set)
 
 
@@ -100,6 +106,10 @@ class HubServer:
         self.drop_times = 1
         self.drop_files = "*"
         self.echo_token_in_errors = False  # a careless server: lets tests prove the client redacts
+        self.missing: set[str] = set()
+        self.api_status: int | None = None
+        self.stall_api = False
+        self._stopped = threading.Event()
         # Plain files at fixed paths (tarballs, the bench's plain-HTTP copy): ETag, ranges, slow, drop.
         self.static: dict[str, bytes | Path] = {}
         self.static_etag = True
@@ -115,10 +125,16 @@ class HubServer:
     # -- repos ---------------------------------------------------------------------------------
 
     def add_repo(
-        self, repo_id: str, files: dict[str, Content], *, gated: bool = False, tokens: tuple[str, ...] = ()
+        self,
+        repo_id: str,
+        files: dict[str, Content],
+        *,
+        gated: bool = False,
+        private: bool = False,
+        tokens: tuple[str, ...] = (),
     ) -> str:
-        """Create ``repo_id`` with one commit on ``main``; ``tokens`` may read it if gated. Returns the sha."""
-        self.repos[repo_id] = FakeRepo(gated=gated, allowed_tokens=set(tokens))
+        """Create ``repo_id`` with one commit on ``main``; ``tokens`` may read it if gated or private. Returns the sha."""
+        self.repos[repo_id] = FakeRepo(gated=gated, private=private, allowed_tokens=set(tokens))
         self.valid_tokens |= set(tokens)
         return self.commit(repo_id, files)
 
@@ -185,6 +201,7 @@ class HubServer:
         """Stop listening and cut every open (keep-alive) connection: the hub is gone."""
         if self._server is None:
             return
+        self._stopped.set()
         self._server.shutdown()
         self._server.server_close()
         with self._lock:
@@ -225,6 +242,12 @@ class HubServer:
             message = "Invalid credentials in Authorization header"
             body = f"{message} ({token})" if self.echo_token_in_errors else message
             return _error(h, 401, None, message, body=body)
+        if path.startswith("/api/") and self.stall_api:
+            self._stopped.wait(60)  # bounded: a test's client times out long before
+            h.close_connection = True
+            return None
+        if path.startswith("/api/") and self.api_status is not None:
+            return _error(h, self.api_status, None, "Service unavailable")
         if m := re.fullmatch(r"/api/models/([^/]+(?:/[^/]+)?)(?:/(revision|tree)/([^/]+)(?:/.*)?)?", path):
             repo_id, kind, rev = m.group(1), m.group(2), unquote(m.group(3) or "main")
             repo, sha = self._lookup(h, repo_id, rev)
@@ -244,7 +267,7 @@ class HubServer:
             if repo.gated and token not in repo.allowed_tokens:
                 return _error(h, 403, "GatedRepo", f"Access to model {repo_id} is restricted, not in the list.")
             f = repo.commits[sha].get(name)
-            if f is None:
+            if f is None or name in self.missing:
                 return _error(h, 404, "EntryNotFound", f"{name} does not exist", extra={"X-Repo-Commit": sha})
             headers = {"X-Repo-Commit": sha}
             if f.lfs:
@@ -266,6 +289,13 @@ class HubServer:
 
     def _lookup(self, h: BaseHTTPRequestHandler, repo_id: str, rev: str) -> tuple[FakeRepo | None, str | None]:
         repo = self.repos.get(repo_id)
+        auth = h.headers.get("authorization")
+        token = auth.split(" ", 1)[1] if auth and " " in auth else None
+        if repo is not None and repo.private and token not in repo.allowed_tokens:
+            repo = None  # the real Hub does not tell a private repo from a missing one
+            if token is None:
+                _error(h, 401, "RepoNotFound", "Repository not found")
+                return None, None
         if repo is None:
             _error(h, 404, "RepoNotFound", "Repository not found")
             return None, None
@@ -292,7 +322,7 @@ class HubServer:
         h.end_headers()
         if method == "HEAD":
             return
-        drop_at = self._drop_point(name, start)
+        drop_at = self._drop_point(name, start, end)
         if isinstance(f.content, Path) and drop_at is None and self.slow_bps is None:
             return _sendfile(h, f.content, start, end + 1 - start)  # the bench: keep the server out of the way
         chunk = _CHUNK if self.slow_bps is None else max(1024, self.slow_bps // 20)
@@ -315,8 +345,13 @@ class HubServer:
             if self.slow_bps:
                 time.sleep(n / self.slow_bps)
 
-    def _drop_point(self, name: str, start: int) -> int | None:
-        if self.drop_at is None or not fnmatchcase(name, self.drop_files):
+    def _drop_point(self, name: str, start: int, end: int) -> int | None:
+        """Where this body is cut: ``drop_at`` (or its start, if it starts past it); None if it is not cut.
+
+        Only a body that really is cut counts as one of the ``drop_times``: a range request that ends
+        before ``drop_at`` (hf_transfer's chunks) is served whole.
+        """
+        if self.drop_at is None or not fnmatchcase(name, self.drop_files) or self.drop_at > end:
             return None
         with self._lock:
             done = self._drops.get(name, 0)
@@ -406,7 +441,7 @@ def _info(repo_id: str, repo: FakeRepo, sha: str, *, blobs: bool) -> dict[str, A
         "id": repo_id,
         "modelId": repo_id,
         "sha": sha,
-        "private": False,
+        "private": repo.private,
         "gated": "manual" if repo.gated else False,
         "disabled": False,
         "tags": [],

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import hubserver
@@ -320,3 +321,210 @@ def test_disk_too_small_fails_before_downloading(hub_server: HubServer, cache: P
     with pytest.raises(PreflightError, match=r"needs about [\d.]+ GiB .* x 1e\+09\) but only [\d.]+ GiB are free"):
         fetch_model(ModelRef("meta/llama"), token=None, cache_dir=cache, free_disk_multiplier=1e9)
     assert hub_server.file_gets() == []
+
+
+# --- every kind of failure, translated alike by huggingface_hub 0.x, 1.x and 2.x -------------------------
+
+
+def _private(hub: HubServer) -> None:
+    hub.add_repo("org/private", llama_files(), private=True, tokens=(TOKEN,))
+    hub.valid_tokens.add(OTHER)
+
+
+def _vanished(hub: HubServer) -> None:
+    hub.add_repo("meta/llama", llama_files())
+    hub.missing.add("model-00002-of-00002.safetensors")  # listed, but 404 when fetched
+
+
+def _down(hub: HubServer) -> None:
+    hub.add_repo("meta/llama", llama_files())
+    hub.api_status = 503
+
+
+def _stalled(hub: HubServer) -> None:
+    hub.add_repo("meta/llama", llama_files())
+    hub.stall_api = True
+
+
+def _gone(hub: HubServer) -> None:
+    hub.add_repo("meta/llama", llama_files())
+    hub.stop()
+
+
+FAILURES = [
+    # (case, repo, token, set-up, what the message must say)  -- the huggingface_hub class it exercises
+    (
+        "RepositoryNotFoundError",
+        "nobody/nothing",
+        None,
+        lambda hub: None,
+        r"repository `nobody/nothing` not found on .*pass `hf_token`",
+    ),
+    (
+        "private, no token (401 RepoNotFound)",
+        "org/private",
+        None,
+        _private,
+        r"`org/private` not found .*if it is private, pass `hf_token`",
+    ),
+    (
+        "private, other token (404)",
+        "org/private",
+        OTHER,
+        _private,
+        r"`org/private` not found .*check that `hf_token` can read it",
+    ),
+    (
+        "GatedRepoError (403)",
+        "meta/gated",
+        OTHER,
+        lambda hub: (
+            hub.add_repo("meta/gated", llama_files(), gated=True, tokens=(TOKEN,)) and hub.valid_tokens.add(OTHER)
+        ),
+        r"has no access to the gated repository",
+    ),
+    (
+        "HfHubHTTPError 401",
+        "meta/llama",
+        BOGUS,
+        lambda hub: hub.add_repo("meta/llama", llama_files()),
+        r"token rejected by .*check `hf_token`",
+    ),
+    ("RevisionNotFoundError", "meta/llama", None, lambda hub: hub.add_repo("meta/llama", llama_files()) and None, None),
+    (
+        "EntryNotFoundError (file deleted meanwhile)",
+        "meta/llama",
+        None,
+        _vanished,
+        r"(?s)a file of `meta/llama` at \w+ vanished from .*run again",
+    ),
+    ("HfHubHTTPError 503", "meta/llama", None, _down, r"answered HTTP 503 for `meta/llama`.*try again later"),
+    ("timeout", "meta/llama", None, _stalled, r"did not answer in time for `meta/llama`.*check the network"),
+    (
+        "connection refused",
+        "meta/llama",
+        None,
+        _gone,
+        r"cannot reach http://127\.0\.0\.1:\d+ for `meta/llama`.*HF_ENDPOINT",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "repo", "token", "setup", "expected"), FAILURES, ids=[f[0] for f in FAILURES])
+def test_failures_name_the_fix(
+    hub_server: HubServer,
+    cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    repo: str,
+    token: str | None,
+    setup: object,
+    expected: str | None,
+) -> None:
+    from trtllm_builder import hub
+
+    monkeypatch.setattr(hub, "API_TIMEOUT", 1.0)  # the stalled hub: fail in a second, not 30
+    setup(hub_server)  # type: ignore[operator]
+    revision = "v9" if case == "RevisionNotFoundError" else None
+    expected = expected or r"revision `v9` not found in `meta/llama`: use a branch, tag or commit sha"
+    with pytest.raises(FetchError, match=expected) as info:
+        fetch_model(ModelRef(repo, revision=revision), token=token, cache_dir=cache, log=lambda _: None)
+    for secret in (TOKEN, OTHER, BOGUS):
+        assert secret not in str(info.value) and secret not in repr(info.value.__cause__)
+    assert secret not in capsys.readouterr().err
+    assert (
+        not list((cache / "models").glob("*/*[0-9a-f]")) if (cache / "models").exists() else True
+    )  # nothing published
+
+
+def test_offline_mode_is_named(hub_server: HubServer, cache: Path) -> None:
+    # HF_HUB_OFFLINE is read when huggingface_hub is imported: a process of its own
+    sha = hub_server.add_repo("meta/llama", llama_files())
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        sys.path.insert(0, {str(ROOT)!r})
+        from trtllm_builder.errors import FetchError
+        from trtllm_builder.sources import ModelRef, fetch_model
+        try:
+            fetch_model(ModelRef("meta/llama", revision={sha!r}), token=None, cache_dir=Path({str(cache)!r}), log=print)
+        except FetchError as e:
+            print("ERROR", e)
+        """
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True
+    )
+    assert "ERROR HF_HUB_OFFLINE is set and `meta/llama`" in res.stdout, res.stdout + res.stderr
+    assert "pin `revision` to the full sha of a cached snapshot" in res.stdout
+    assert hub_server.requests == []
+
+
+def test_recipe_config_json_missing_is_named(hub_server: HubServer, cache: Path) -> None:
+    from trtllm_builder.config import ModelSpec
+    from trtllm_builder.recipes import read_model_config
+
+    hub_server.add_repo("org/no-config", {"model.safetensors": os.urandom(20_000)})
+    with pytest.raises(
+        FetchError, match=r"needs `org/no-config`'s config.json: `config.json` not found in `org/no-config`"
+    ):
+        read_model_config(ModelSpec(id="org/no-config"), token=None, cache_dir=cache)
+
+
+# --- a cached gated or private model is no bypass (issue #14, item 1) -------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["gated", "private"])
+def test_cached_restricted_model_needs_a_token_that_can_read_it(hub_server: HubServer, cache: Path, kind: str) -> None:
+    sha = hub_server.add_repo("org/restricted", llama_files(), **{kind: True}, tokens=(TOKEN,))  # type: ignore[arg-type]
+    hub_server.valid_tokens.add(OTHER)
+    first = fetch_model(ModelRef("org/restricted"), token=TOKEN, cache_dir=cache, log=lambda _: None)
+    assert first.revision == sha
+    gets = len(hub_server.file_gets())
+
+    refused = r"is gated: pass `hf_token`" if kind == "gated" else r"not found .*if it is private, pass `hf_token`"
+    for revision in (None, "main", sha, sha[:12]):  # plain, branch, the full sha, a short sha
+        with pytest.raises(FetchError, match=refused):
+            fetch_model(ModelRef("org/restricted", revision=revision), token=None, cache_dir=cache, log=lambda _: None)
+    other = r"has no access to the gated repository" if kind == "gated" else r"check that `hf_token` can read it"
+    with pytest.raises(FetchError, match=other):
+        fetch_model(ModelRef("org/restricted", revision=sha), token=OTHER, cache_dir=cache, log=lambda _: None)
+
+    lines: list[str] = []
+    again = fetch_model(ModelRef("org/restricted", revision=sha), token=TOKEN, cache_dir=cache, log=lines.append)
+    assert again == first
+    assert any("using cached" in line and "access checked" in line for line in lines), lines
+    assert len(hub_server.file_gets()) == gets  # nothing downloaded again
+    if kind == "gated":  # model_info answers anyone: the check is a HEAD of a file, with the token
+        head = [r for r in hub_server.requests if r.method == "HEAD"][-1]
+        assert "/resolve/" in head.path and head.auth == f"Bearer {TOKEN}"
+
+
+def test_cached_gated_model_is_refused_through_the_cli(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], hub_server: HubServer, tmp_path: Path
+) -> None:
+    from modelgen import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "src", "llama")
+    sha = hub_server.add_repo(
+        "org/gated-llama", {p.name: p for p in model.iterdir() if p.is_file()}, gated=True, tokens=(TOKEN,)
+    )
+    cfg = tmp_path / "build.yaml"
+    steps = (
+        "trtllm: {example: llama}\nsteps:\n"
+        "  - {name: convert, script: convert_checkpoint.py, args: {dtype: float16}}\n"
+        "  - {name: build, command: trtllm-build, args: {max_batch_size: 1, max_seq_len: 64}}\n"
+    )
+    env = {"HF_ENDPOINT": hub_server.endpoint}
+    cfg.write_text("model: {id: org/gated-llama}\n" + steps)
+    built = run_cli("build", str(cfg), "-o", str(tmp_path / "a.tar.gz"), env={**env, "HF_TOKEN": TOKEN})
+    assert built.returncode == 0, built.stdout + built.stderr
+    for model_line in ("model: {id: org/gated-llama}\n", f"model: {{id: org/gated-llama, revision: {sha}}}\n"):
+        cfg.write_text(model_line + steps)
+        res = run_cli("build", str(cfg), "-o", str(tmp_path / "b.tar.gz"), env=env)
+        assert res.returncode != 0, res.stdout + res.stderr
+        assert "is gated: pass `hf_token`" in res.stdout + res.stderr
+        assert "using cached" not in res.stdout + res.stderr
+        assert not (tmp_path / "b.tar.gz").exists()

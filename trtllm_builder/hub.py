@@ -1,46 +1,52 @@
 """Hugging Face Hub models: pick the files a build needs, resolve the revision, download into the cache.
 
-The transfer itself is ``huggingface_hub.snapshot_download`` (per-file retries with HTTP range resume,
-parallel files, and hf_xet when the server is Xet-capable). This module adds what a build needs around
-it: a revision pinned to a commit sha, a cache keyed by that sha, a lock, a disk check, and failures
-translated into messages that name the fix.
+The transfer itself is ``huggingface_hub.snapshot_download`` (see :mod:`hub_transfer` for the transport
+and the progress lines). This module adds what a build needs around it: a revision pinned to a commit
+sha, a cache keyed by that sha, access checked before a cached gated or private snapshot is reused, a
+lock, a disk check, and failures translated into messages that name the fix (:mod:`hub_errors`).
+Nothing here imports huggingface_hub at module level (it costs ~0.2 s), nor its HTTP transport,
+which differs by major version.
 """
 
 from __future__ import annotations
 
-import glob
+import json
 import logging
 import os
+import queue
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-import httpx2
-from huggingface_hub.errors import (
-    GatedRepoError,
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    OfflineModeIsEnabled,
-    RemoteEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
+from . import hub_errors, modelcache
+from .errors import FetchError
+from .hub_errors import redact
+from .hub_transfer import Download, DownloadStopped, Transport, choose_transport, hub_major
+from .progress import ProgressMeter, format_bytes, format_duration, run_ticking
 
-from . import modelcache
-from .errors import BuilderError, FetchError
-
-__all__ = ["TOKENIZER_FILES", "Snapshot", "endpoint", "fetch", "redact", "resolve", "select_files"]
+__all__ = [
+    "TOKENIZER_FILES",
+    "Snapshot",
+    "check_access",
+    "endpoint",
+    "fetch",
+    "fetch_file",
+    "redact",
+    "resolve",
+    "select_files",
+]
 
 logger = logging.getLogger("trtllm_builder")
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 API_TIMEOUT = 30.0
-DOWNLOAD_WORKERS = 8
+PROGRESS_INTERVAL_S = 5.0
 
 # Tokenizer and generation files a served engine needs beside it. Not `config.json`: an engine
 # directory has its own, and the model's would overwrite it.
@@ -71,11 +77,6 @@ _SMALL_FILES = ("*.json", "*.py", *TOKENIZER_FILES)
 _NEVER = ("consolidated*", "training_args.bin")
 
 
-def redact(text: str, token: str | None) -> str:
-    """``text`` with every occurrence of ``token`` replaced, for messages that may echo a foreign one."""
-    return text.replace(token, "***") if token else text
-
-
 def endpoint() -> str:
     """The hub to talk to: ``HF_ENDPOINT`` (a mirror) read at call time, else huggingface.co."""
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
@@ -103,16 +104,24 @@ class Snapshot:
     sha: str
     files: dict[str, int]
     gated: bool
+    private: bool = False
 
     @property
     def size(self) -> int:
         return sum(self.files.values())
+
+    @property
+    def restricted(self) -> bool:
+        """Gated or private: a cached copy may be reused only by a token that can read the repo."""
+        return self.gated or self.private
 
 
 def resolve(repo_id: str, revision: str | None, *, token: str | None) -> Snapshot:
     """Pin ``revision`` (branch, tag, short or full sha; default branch if None) to a commit sha.
 
     One metadata call: the sha and every file's size come from ``model_info(files_metadata=True)``.
+    A private repo answers it only to a token that can read it; a gated one answers anyone (its
+    files are what is gated, see :func:`check_access`).
     """
     from huggingface_hub import HfApi  # imported lazily: it costs ~0.2 s, and local builds never need it
 
@@ -121,8 +130,8 @@ def resolve(repo_id: str, revision: str | None, *, token: str | None) -> Snapsho
         info = HfApi(endpoint=hub).model_info(
             repo_id, revision=revision, files_metadata=True, timeout=API_TIMEOUT, token=token or False
         )
-    except (HfHubHTTPError, httpx2.HTTPError, OfflineModeIsEnabled) as e:
-        raise _translate(e, repo_id=repo_id, revision=revision, token=token, hub=hub) from _cause(e, token)
+    except Exception as e:  # the boundary to huggingface_hub: its errors differ by version (see hub_errors)
+        raise _translate(e, repo_id, revision, token) from hub_errors.cause(e, token)
     if info.sha is None or info.siblings is None:
         raise FetchError(f"{hub} returned no commit sha or file list for `{repo_id}`; is HF_ENDPOINT a Hub mirror?")
     sizes = {s.rfilename: (s.lfs.size if s.lfs else s.size) or 0 for s in info.siblings}
@@ -132,7 +141,33 @@ def resolve(repo_id: str, revision: str | None, *, token: str | None) -> Snapsho
             f"`{repo_id}` at {info.sha[:12]} has no *.safetensors or *.bin weights at its top level "
             f"(files: {', '.join(sorted(sizes)[:20]) or 'none'}); use a repo in Hugging Face transformers format"
         )
-    return Snapshot(repo_id=repo_id, sha=info.sha, files={n: sizes[n] for n in files}, gated=bool(info.gated))
+    return Snapshot(
+        repo_id=repo_id,
+        sha=info.sha,
+        files={n: sizes[n] for n in files},
+        gated=bool(info.gated),
+        private=bool(getattr(info, "private", False)),
+    )
+
+
+def check_access(snap: Snapshot, *, token: str | None) -> bool:
+    """Check that ``token`` may download ``snap``'s files; return whether they are Xet-backed.
+
+    One ``HEAD`` of the largest file, as huggingface_hub does before a download: a gated repo refuses
+    it (401/403) to a token whose account has not accepted the license, while ``model_info`` does not.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    hub = endpoint()
+    if snap.gated and not token:  # fail now, without a request
+        raise FetchError(hub_errors.gated_message(snap.repo_id, token=None, hub=hub))
+    name = max(snap.files, key=lambda n: (snap.files[n], n))
+    url = hf_hub_url(snap.repo_id, name, revision=snap.sha, endpoint=hub)
+    try:
+        meta = get_hf_file_metadata(url, token=token or False, timeout=API_TIMEOUT)
+    except Exception as e:  # the boundary to huggingface_hub (see resolve)
+        raise _translate(e, snap.repo_id, snap.sha, token) from hub_errors.cause(e, token)
+    return getattr(meta, "xet_file_data", None) is not None
 
 
 def fetch(
@@ -146,47 +181,183 @@ def fetch(
 ) -> tuple[Path, str]:
     """The cached snapshot directory of ``repo_id`` at ``revision`` and its commit sha, downloading if needed.
 
-    A full 40-hex ``revision`` that is cached is returned without any network call.
+    A full 40-hex ``revision`` of a public repo that is cached is returned without any network call.
+    A cached gated or private snapshot is reused only after the hub confirmed that ``token`` can read
+    it, so one build's download never hands a restricted model to a later build without access.
     """
     if revision is not None and SHA_RE.fullmatch(revision):
         entry = modelcache.hf_entry(cache_dir, repo_id, revision)
-        if entry.complete:
+        if entry.complete and _recorded_access(entry) == "public":
             log(f"using cached `{repo_id}` at {revision[:12]} ({entry.final})")
             return entry.final, revision
     snap = resolve(repo_id, revision, token=token)
     entry = modelcache.hf_entry(cache_dir, repo_id, snap.sha)
     shown = f"`{repo_id}` at {snap.sha[:12]}" + (f" ({revision})" if revision and revision != snap.sha else "")
     if entry.complete:
-        log(f"using cached {shown} ({entry.final})")
+        if snap.gated:
+            check_access(snap, token=token)
+        _record_access(entry, snap)
+        checked = " (access checked)" if snap.restricted else ""
+        log(f"using cached {shown}{checked} ({entry.final})")
         return entry.final, snap.sha
-    if snap.gated and not token:  # fail now, not after 8 parallel requests were refused
-        raise FetchError(_gated_message(repo_id, token=None, hub=endpoint()))
-    with modelcache.locked(entry, what=shown, log=log):
-        if entry.complete:  # another process finished it while we waited
-            log(f"using {shown}, fetched by another build ({entry.final})")
-            return entry.final, snap.sha
-        present = _prepare_partial(entry.partial, snap.files)
-        modelcache.check_free_disk(
-            entry.final.parent,
-            model_bytes=snap.size,
-            multiplier=free_disk_multiplier,
-            what=shown,
-            reusable_bytes=present,
-        )
-        _download(snap, entry.partial, token=token, shown=shown, present=present, log=log)
-        modelcache.publish(entry)
+    transport = choose_transport(xet_backed=check_access(snap, token=token))
+    _fetch_locked(snap, entry, shown, transport, token=token, multiplier=free_disk_multiplier, log=log)
     return entry.final, snap.sha
+
+
+def fetch_file(repo_id: str, filename: str, revision: str | None, *, token: str | None, cache_dir: Path | None) -> Path:
+    """One small file of ``repo_id`` (e.g. ``config.json``), through huggingface_hub's own cache.
+
+    ``cache_dir`` None means huggingface_hub's default cache. Raises ``FetchError`` naming the fix.
+    """
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(
+            repo_id,
+            filename,
+            revision=revision,
+            token=token or False,
+            cache_dir=str(cache_dir) if cache_dir is not None else None,
+            endpoint=endpoint(),
+        )
+    except Exception as e:  # the boundary to huggingface_hub (see resolve)
+        err = hub_errors.translate(
+            e, repo_id=repo_id, revision=revision, token=token, hub=endpoint(), filename=filename
+        )
+        raise err from hub_errors.cause(e, token)
+    return Path(str(path))
+
+
+def _access_file(entry: modelcache.CacheEntry) -> Path:
+    return entry.final.with_name(entry.final.name + ".access")
+
+
+def _recorded_access(entry: modelcache.CacheEntry) -> str | None:
+    """The access recorded when ``entry`` was published (``public`` or ``restricted``); None for older caches."""
+    try:
+        data = json.loads(_access_file(entry).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("access") if isinstance(data, dict) else None
+
+
+def _record_access(entry: modelcache.CacheEntry, snap: Snapshot) -> None:
+    access = "restricted" if snap.restricted else "public"
+    if _recorded_access(entry) == access:
+        return
+    path = _access_file(entry)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({"access": access, "gated": snap.gated, "private": snap.private}), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise FetchError(f"cannot write {path} in the download cache: {e}") from e
+
+
+class _Relay:
+    """What the download thread has to say, said by the thread that owns the log (under Cog: the prediction's)."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.download: Download | None = None
+
+    def tick(self) -> None:
+        while True:
+            try:
+                self.log(self.lines.get_nowait())
+            except queue.Empty:
+                break
+        download = self.download
+        if download is not None:
+            download.poll()
+            download.meter.tick()
+
+
+def _fetch_locked(
+    snap: Snapshot,
+    entry: modelcache.CacheEntry,
+    shown: str,
+    transport: Transport,
+    *,
+    token: str | None,
+    multiplier: float,
+    log: Callable[[str], None],
+) -> None:
+    """Lock the entry, download what is missing and publish it, in a helper thread; progress lines meanwhile.
+
+    The helper thread holds the lock from start to end, so a build that is canceled while it runs
+    never leaves a half-written directory unlocked: the helper stops at huggingface_hub's next chunk
+    (0.x, which reports no bytes through the hook: once its whole download is done) and releases the lock itself.
+    """
+    relay = _Relay(log)
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def work() -> int:
+        with modelcache.locked(entry, what=shown, log=relay.lines.put):
+            if entry.complete:  # another process finished it while we waited
+                relay.lines.put(f"using {shown}, fetched by another build ({entry.final})")
+                _record_access(entry, snap)
+                return -1
+            if stop.is_set():
+                raise DownloadStopped("the build was stopped")
+            present = _prepare_partial(entry.partial, snap.files)
+            modelcache.check_free_disk(
+                entry.final.parent, model_bytes=snap.size, multiplier=multiplier, what=shown, reusable_bytes=present
+            )
+            relay.lines.put(
+                f"downloading {shown} from {endpoint()}: {len(snap.files)} files, {snap.size / 1e9:.2f} GB"
+                + (f" ({present / 1e9:.2f} GB already there from an interrupted run)" if present else "")
+            )
+            relay.lines.put(transport.describe())
+            meter = ProgressMeter("download", None, relay.log, interval=PROGRESS_INTERVAL_S)
+            download = Download(
+                snap.repo_id, snap.sha, snap.files, entry.partial,
+                token=token, endpoint=endpoint(), transport=transport, meter=meter, stop=stop, say=relay.lines.put,
+            )  # fmt: skip
+            meter.total = max(snap.size - download.baseline, 0) or None
+            relay.download = download
+            try:
+                download.run()
+            except DownloadStopped:
+                raise
+            except Exception as e:  # the boundary to huggingface_hub (see resolve)
+                raise _translate(e, snap.repo_id, snap.sha, token, partial=entry.partial) from hub_errors.cause(
+                    e, token
+                )
+            _verify_and_trim(snap, entry.partial, shown)
+            _record_access(entry, snap)
+            modelcache.publish(entry)
+            return snap.size - download.baseline
+
+    try:
+        moved = run_ticking(work, relay.tick, name="hf-download")
+    except BaseException:
+        stop.set()  # canceled or failed: the helper thread stops at its next chunk
+        relay.tick()
+        raise
+    relay.tick()
+    if relay.download is not None and moved >= 0:
+        elapsed = max(time.monotonic() - start, 1e-6)
+        relay.download.meter.set(moved)
+        relay.download.meter.finish(
+            note=f"downloaded {shown} via {transport.name}: {format_bytes(moved)} in {format_duration(elapsed)}"
+        )
 
 
 def _prepare_partial(partial: Path, files: dict[str, int]) -> int:
     """Make ``partial`` ready for a (resumed) download; return the bytes of files already complete in it.
 
-    Files finished by an interrupted run stay (huggingface_hub skips them); its temporary
-    ``*.incomplete`` files are unique per attempt and would never be reused, so they go.
+    Files finished by an interrupted run stay (huggingface_hub skips them). Its ``*.incomplete``
+    files stay too: huggingface_hub 0.x resumes from them (and discards them itself when hf_transfer,
+    which cannot resume, is on); 1.x and later name them per attempt and never reuse them, so they go.
     """
     partial.mkdir(parents=True, exist_ok=True)
-    for stale in (partial / ".cache").rglob("*.incomplete"):
-        stale.unlink(missing_ok=True)
+    if hub_major() >= 1:
+        for stale in (partial / ".cache").rglob("*.incomplete"):
+            stale.unlink(missing_ok=True)
     present = 0
     for name, size in files.items():
         path = partial / name
@@ -195,37 +366,8 @@ def _prepare_partial(partial: Path, files: dict[str, int]) -> int:
     return present
 
 
-def _download(
-    snap: Snapshot, partial: Path, *, token: str | None, shown: str, present: int, log: Callable[[str], None]
-) -> None:
-    hub = endpoint()
-    todo = snap.size - present
-    log(
-        f"downloading {shown} from {hub}: {len(snap.files)} files, {snap.size / 1e9:.2f} GB"
-        + (f" ({present / 1e9:.2f} GB already there from an interrupted run)" if present else "")
-    )
-    # hf_xet is used automatically when the server is Xet-capable; this makes it use all cores and
-    # more memory, which a build machine has. Plain HTTP servers get huggingface_hub's own parallel,
-    # range-resuming downloader. (huggingface_hub 2.x no longer uses hf_transfer.)
-    os.environ.setdefault("HF_XET_HIGH_PERFORMANCE", "1")
-    from huggingface_hub import snapshot_download
-
-    start = time.monotonic()
-    try:
-        snapshot_download(
-            snap.repo_id,
-            revision=snap.sha,
-            local_dir=partial,
-            # Exact names, escaped: what we sized for the disk check is what gets downloaded.
-            allow_patterns=[glob.escape(n) for n in snap.files],
-            token=token or False,
-            endpoint=hub,
-            max_workers=DOWNLOAD_WORKERS,
-        )
-    except (HfHubHTTPError, httpx2.HTTPError, OSError) as e:
-        raise _translate(e, repo_id=snap.repo_id, revision=snap.sha, token=token, hub=hub, partial=partial) from _cause(
-            e, token
-        )
+def _verify_and_trim(snap: Snapshot, partial: Path, shown: str) -> None:
+    """Every selected file is there at its size; nothing else is (huggingface_hub's bookkeeping, older selections)."""
     for name, size in snap.files.items():
         path = partial / name
         if not path.is_file() or path.stat().st_size != size:
@@ -233,89 +375,13 @@ def _download(
             raise FetchError(
                 f"download of {shown} is incomplete: `{name}` should be {size} bytes, got {got}; run again to resume"
             )
-    # The published snapshot holds exactly the selected files: not huggingface_hub's per-file
-    # bookkeeping, nor files an interrupted run of an older selection left behind.
     shutil.rmtree(partial / ".cache", ignore_errors=True)
     for path in [p for p in partial.rglob("*") if p.is_file() or p.is_symlink()]:
         if path.relative_to(partial).as_posix() not in snap.files:
             path.unlink()
-    elapsed = max(time.monotonic() - start, 1e-6)
-    log(f"downloaded {shown}: {todo / 1e9:.2f} GB in {elapsed:.1f} s ({todo / 1e6 / elapsed:.0f} MB/s)")
-
-
-def _cause(error: BaseException, token: str | None) -> BaseException | None:
-    """``error`` as the ``__cause__`` of our error, unless its text would leak the token."""
-    return None if token and token in str(error) else error
-
-
-def _gated_message(repo_id: str, *, token: str | None, hub: str) -> str:
-    if not token:
-        return (
-            f"the repository `{repo_id}` is gated: pass `hf_token` (a token of an account that accepted "
-            f"its license at {hub}/{repo_id})"
-        )
-    return (
-        f"the token passed as `hf_token` has no access to the gated repository `{repo_id}`: accept its "
-        f"license at {hub}/{repo_id} with that token's account, or pass a token of an account that has"
-    )
 
 
 def _translate(
-    e: BaseException,
-    *,
-    repo_id: str,
-    revision: str | None,
-    token: str | None,
-    hub: str,
-    partial: Path | None = None,
-) -> BuilderError:
-    """One huggingface_hub / network failure as a ``FetchError`` whose message names the fix."""
-    rev = revision or "the default branch"
-    resume = f"; files already complete are kept in {partial} and the next run resumes" if partial else ""
-    if isinstance(e, GatedRepoError):
-        msg = _gated_message(repo_id, token=token, hub=hub)
-    elif isinstance(e, RepositoryNotFoundError):
-        msg = f"repository `{repo_id}` not found on {hub}: check the id (org/name)" + (
-            "; if it is private, check that `hf_token` can read it"
-            if token
-            else "; if it is private, pass `hf_token` (a token with read access)"
-        )
-    elif isinstance(e, RevisionNotFoundError):
-        msg = (
-            f"revision `{rev}` not found in `{repo_id}`: use a branch, tag or commit sha that exists "
-            f"(see {hub}/{repo_id}/tree/main)"
-        )
-    elif isinstance(e, RemoteEntryNotFoundError):
-        msg = f"a file of `{repo_id}` at {rev} vanished from {hub} during the download ({e}); run again"
-    elif isinstance(e, HfHubHTTPError) and e.response.status_code == 401:
-        msg = (
-            f"token rejected by {hub}: check `hf_token` (it is invalid, expired or revoked)"
-            if token
-            else f"{hub} requires authentication for `{repo_id}`: pass `hf_token`"
-        )
-    elif isinstance(e, HfHubHTTPError) and e.response.status_code == 403:
-        msg = (
-            f"access to `{repo_id}` denied by {hub}: check that `hf_token` has read access to it "
-            "(fine-grained tokens list the repos they may read)"
-        )
-    elif isinstance(e, HfHubHTTPError):
-        msg = f"{hub} answered HTTP {e.response.status_code} for `{repo_id}` at {rev}: try again later{resume}"
-    elif isinstance(e, OfflineModeIsEnabled):
-        msg = (
-            f"HF_HUB_OFFLINE is set and `{repo_id}` at {rev} is not in the download cache: unset "
-            "HF_HUB_OFFLINE, or pin `revision` to the full sha of a cached snapshot"
-        )
-    elif isinstance(e, httpx2.ConnectError | LocalEntryNotFoundError):
-        msg = f"cannot reach {hub} for `{repo_id}` ({e}): check the network, or HF_ENDPOINT if you use a mirror"
-    elif isinstance(e, httpx2.TimeoutException):
-        msg = f"{hub} did not answer in time for `{repo_id}` ({type(e).__name__}); check the network{resume}"
-    elif isinstance(e, httpx2.HTTPError) or "Consistency check failed" in str(e):
-        msg = (
-            f"download of `{repo_id}` at {rev} failed: the connection to {hub} kept dropping mid-file and "
-            f"huggingface_hub's retries (with resume) gave up ({type(e).__name__}: {e}){resume}"
-        )
-    elif isinstance(e, OSError) and modelcache.is_disk_full(e):
-        msg = f"disk full while downloading `{repo_id}` ({e}); free space or move the cache{resume}"
-    else:
-        msg = f"download of `{repo_id}` at {rev} failed: {type(e).__name__}: {e}{resume}"
-    return FetchError(redact(msg, token))
+    e: BaseException, repo_id: str, revision: str | None, token: str | None, *, partial: Path | None = None
+) -> FetchError:
+    return hub_errors.translate(e, repo_id=repo_id, revision=revision, token=token, hub=endpoint(), partial=partial)

@@ -10,7 +10,6 @@ parsers like any step (:mod:`trtllm_builder.parsers`). ``plan`` prints the expan
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,7 +255,7 @@ def read_model_config(
     (set ``recipe.architecture``).
     """
     from . import hub
-    from .sources import ModelRef, classify
+    from .sources import ModelRef, classify, hf_token
 
     if local_dir is not None:
         return _read_json(Path(local_dir) / "config.json"), f"{local_dir}/config.json"
@@ -270,26 +269,19 @@ def read_model_config(
             "a recipe reads the model's config.json before the download, and a `model_tar_url` cannot be "
             "read that early: set `recipe.architecture` (e.g. `LlamaForCausalLM`)"
         )
-    import httpx2
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    tok = token or os.environ.get("HF_TOKEN", "").strip() or None
-    endpoint = hub.endpoint()
+    tok = hf_token(token)
     try:
-        path_s = hf_hub_download(
+        path = hub.fetch_file(
             model.id,
             "config.json",
-            revision=model.revision,
-            token=tok or False,
-            cache_dir=str(cache_dir / "hf-configs") if cache_dir is not None else None,
-            endpoint=endpoint,
+            model.revision,
+            token=tok,
+            cache_dir=cache_dir / "hf-configs" if cache_dir is not None else None,
         )
-    except (HfHubHTTPError, httpx2.HTTPError, OfflineModeIsEnabled, LocalEntryNotFoundError) as e:
-        err = hub._translate(e, repo_id=model.id, revision=model.revision, token=tok, hub=endpoint)
-        raise FetchError(f"the recipe needs `{model.id}`'s config.json: {err}") from hub._cause(e, tok)
+    except FetchError as err:
+        raise FetchError(f"the recipe needs `{model.id}`'s config.json: {err}") from err.__cause__
     rev = f"@{model.revision}" if model.revision else ""
-    return _read_json(Path(str(path_s))), f"{endpoint}/{model.id}{rev} (config.json only)"
+    return _read_json(path), f"{hub.endpoint()}/{model.id}{rev} (config.json only)"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
