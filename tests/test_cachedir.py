@@ -79,12 +79,39 @@ def test_cache_path_that_is_a_file(run_cli: Callable[..., subprocess.CompletedPr
     assert blocker.read_text() == "not a dir"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits (the read-only mount test covers root)")
 def test_cache_without_write_permission(tmp_path: Path) -> None:
+    """A directory this user may not write. Root (CI) ignores permission bits through CAP_DAC_OVERRIDE,
+    so there the check runs in a child without that capability (setpriv drops it from the bounding set)."""
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    with pytest.raises(SetupError, match=r"is not usable: this user may not write there"):
-        writable_cache_dir(locked)
+    try:
+        if os.geteuid() != 0:
+            with pytest.raises(SetupError, match=r"is not usable: this user may not write there"):
+                writable_cache_dir(locked)
+            return
+        import shutil
+        import sys
+
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to run this check without CAP_DAC_OVERRIDE"
+        code = (
+            "import pathlib, sys\n"
+            "from trtllm_builder.errors import SetupError\n"
+            "from trtllm_builder.modelcache import writable_cache_dir\n"
+            "try:\n"
+            f"    writable_cache_dir(pathlib.Path({str(locked)!r}))\n"
+            "except SetupError as exc:\n"
+            "    print(exc)\n"
+            "    sys.exit(7)\n"
+        )
+        res = subprocess.run(
+            [setpriv, "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-c", code],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert res.returncode == 7, res.stdout + res.stderr
+        assert "is not usable: this user may not write there" in res.stdout
+    finally:
+        locked.chmod(0o755)
 
 
 def test_predictor_setup_fails_with_the_message(standin_env: dict[str, str], tmp_path: Path,
