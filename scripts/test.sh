@@ -14,7 +14,15 @@ default=$(sed -n 's/^DEFAULT_TRTLLM_VERSION = "\(.*\)"$/\1/p' trtllm_builder/ver
 lock=requirements/trtllm-${default}.txt
 [ -f "$lock" ] || { echo "scripts/test.sh: no lock $lock for the default release '$default'" >&2; exit 1; }
 
-py312=$(command -v python3.12 || ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python 2>/dev/null | tail -n 1 || true)
+# Python 3.12 (the image's): pyenv's build if there is one (its python3.12 shim fails unless 3.12 is
+# selected), else a python3.12 on PATH that really runs.
+py312=
+for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python python3.12; do
+    if "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+        py312=$candidate
+        break
+    fi
+done
 [ -n "$py312" ] || { echo "scripts/test.sh: Python 3.12 (the image's Python) is needed for the second run; install it (e.g. pyenv install 3.12)" >&2; exit 1; }
 
 echo "== install: newest releases ($(python3 --version))"
