@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +50,20 @@ __all__ = [
 
 # `--run-gpu`: GPU tests run only when asked; a run without it prints that they were NOT run.
 from _gpu_option import pytest_addoption, pytest_collection_modifyitems, pytest_terminal_summary  # noqa: E402, F401
+
+
+def _tree_entries() -> set[str]:
+    skip = {".pytest_cache", ".mypy_cache", ".ruff_cache", "__pycache__"}
+    return {p.name for p in ROOT.iterdir() if p.name not in skip and not p.name.startswith(".venv")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _source_tree_left_alone() -> Iterator[None]:
+    """No test may write into the checkout (a stand-in's timing cache in the cwd, say)."""
+    before = _tree_entries()
+    yield
+    added = sorted(_tree_entries() - before)
+    assert not added, f"tests left files at the top of the checkout: {added} (run steps from a tmp dir)"
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from standin_world import tree_dir
 
 from trtllm_builder import disk
 from trtllm_builder.config import load_config
@@ -12,8 +13,7 @@ from trtllm_builder.errors import ConfigError
 from trtllm_builder.plan import Plan, make_plan
 from trtllm_builder.tree import TrtllmTree
 
-ROOT = Path(__file__).resolve().parent.parent
-TREE = TrtllmTree((ROOT / "tests" / "standin" / "TensorRT-LLM").resolve())
+TREE = TrtllmTree(tree_dir().resolve())
 GIB = 1 << 30
 M = 10 * GIB
 

@@ -17,6 +17,7 @@ from hubserver import HubServer
 
 from trtllm_builder.config import load_config
 from trtllm_builder.errors import ArgsError, ConfigError
+from trtllm_builder.expand import expand_recipe
 from trtllm_builder.pipeline import prepare
 from trtllm_builder.recipes import (
     ARCHITECTURES,
@@ -24,7 +25,6 @@ from trtllm_builder.recipes import (
     QUANTIZATIONS,
     Recipe,
     build_rules,
-    expand_recipe,
     int8_kv_cache_in,
 )
 

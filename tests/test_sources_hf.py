@@ -464,7 +464,7 @@ def test_offline_mode_is_named(hub_server: HubServer, cache: Path) -> None:
 
 def test_recipe_config_json_missing_is_named(hub_server: HubServer, cache: Path) -> None:
     from trtllm_builder.config import ModelSpec
-    from trtllm_builder.recipes import read_model_config
+    from trtllm_builder.modelconfig import read_model_config
 
     hub_server.add_repo("org/no-config", {"model.safetensors": os.urandom(20_000)})
     with pytest.raises(

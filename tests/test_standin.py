@@ -23,6 +23,12 @@ OLD = tree_dir(OLD_RELEASE) / "examples"
 BANNER = f"[TensorRT-LLM] TensorRT-LLM version: {DEFAULT_RELEASE}"
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every stand-in from a scratch dir: trtllm-build writes its timing cache (model.cache) in the cwd."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _env(release: str = DEFAULT_RELEASE, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STANDIN_", "OMPI_"))}
     env["PATH"] = standin_path(release)
@@ -77,6 +83,7 @@ def engine_tp2(llama_tp2: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     out = tmp_path_factory.mktemp("engine") / "tp2"
     r = run(
         ["trtllm-build", "--checkpoint_dir", llama_tp2, "--output_dir", out, "--gemm_plugin", "auto"],
+        cwd=out.parent,  # its timing cache (model.cache) lands in the cwd
         STANDIN_ENGINE_BYTES="10000",
     )
     assert r.returncode == 0, r.stderr

@@ -23,7 +23,8 @@ from pathlib import Path
 from . import __version__
 from .errors import BuilderError, Interrupted
 from .signals import cli_signals
-from .stepcache import cache_bound_from_env, parse_size
+from .sizes import parse_size
+from .stepcache import cache_bound_from_env
 
 __all__ = ["main"]
 

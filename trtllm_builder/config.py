@@ -98,7 +98,7 @@ class ProjectModel(_Strict):
     model: ModelModel
     trtllm: TrtllmModel = Field(default_factory=TrtllmModel)
     steps: list[StepModel] | None = None
-    recipe: Recipe | None = None  # instead of steps: expanded by recipes.expand_config
+    recipe: Recipe | None = None  # instead of steps: expanded by expand.expand_config
     output: OutputModel = Field(default_factory=OutputModel)
     smoke_test: SmokeTestModel | None = None
     hf_token: str | None = None
@@ -191,7 +191,7 @@ class BuildConfig:
     smoke_test: SmokeTest | None = None
     hf_token: str | None = None  # a secret: never logged, never in argv or files
     raw: dict[str, Any] = field(default_factory=dict)  # as given, secrets redacted
-    recipe: Recipe | None = None  # steps are empty until recipes.expand_config fills them
+    recipe: Recipe | None = None  # steps are empty until expand.expand_config fills them
     recipe_source: str | None = None  # where the expansion read the model's config.json
     warnings: tuple[str, ...] = ()  # keys accepted but ignored (cog-trt-llm's form), shown as plan notes
     translation: Translation | None = None  # a cog-trt-llm config translated onto the pinned release

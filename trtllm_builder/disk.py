@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .plan import Plan, PlannedStep
-from .stepcache import parse_size
+from .sizes import parse_size
 
 __all__ = [
     "DISK_BUDGET_ENV",

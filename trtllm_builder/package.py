@@ -38,7 +38,6 @@ __all__ = [
     "archive_size_bound",
     "manifest_bytes",
     "remove_stale_partials",
-    "sha256_file",
     "write_archive",
 ]
 
@@ -57,14 +56,6 @@ class ArchiveFile:
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "sha256": self.sha256, "size": self.size}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _level_for(path: Path, size: int) -> int:

@@ -20,18 +20,19 @@ from typing import Any
 from . import __version__, disk
 from .argv import display, redact
 from .buildlog import BUILD_LOG_NAME, BuildLog
+from .checksums import sha256_file
 from .config import BuildConfig, load_config
 from .configsource import read_config_text
 from .errors import ConfigError, OutputError, PreflightError, SetupError
 from .gpu import GpuInfo, detect_gpus
 from .layout import Found, describe_dir, inspect_dir, locate
 from .modelcache import writable_cache_dir
-from .package import remove_stale_partials, sha256_file, write_archive
+from .modelconfig import resolve_recipe
+from .package import remove_stale_partials, write_archive
 from .parsers import ParserCache
 from .plan import Plan, PlannedStep, make_plan, model_dir_writes
 from .preflight import check_machine, raise_for_errors
 from .progress import DEFAULT_INTERVAL_S
-from .recipes import resolve_recipe
 from .runner import run_step
 from .secrets import collect as collect_secrets
 from .secrets import hf_token as hf_token_of

@@ -19,9 +19,10 @@ from typing import Any
 from .argv import PLACEHOLDER_RE, display, flag_values, render_args, substitute
 from .config import BuildConfig, StepSpec
 from .errors import ArgsError, ConfigError
+from .expand import steps_yaml
 from .layout import Expect
 from .parsers import ParserCache, ParserResult, check_tokens, program_label
-from .recipes import build_rules, int8_kv_cache_in, steps_yaml
+from .recipes import build_rules, int8_kv_cache_in
 from .translate import translation_yaml
 from .tree import TrtllmTree
 
@@ -361,7 +362,7 @@ def make_plan(
     # keys cog-trt-llm's form accepts and ignores (a translation carries them in its notes)
     notes: list[str] = list(config.warnings) if config.translation is None else []
     if config.recipe is not None and not config.steps:
-        raise ConfigError("the config's recipe is not expanded yet: call recipes.expand_config first")
+        raise ConfigError("the config's recipe is not expanded yet: call expand.expand_config first")
     if parsers is not None:
         flags_of = _parser_flags_of(parsers, config, tree, python, which, flags_of)
     planned: list[PlannedStep] = []

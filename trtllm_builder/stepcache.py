@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from .checksums import sha256_file
 from .errors import ConfigError
-from .package import sha256_file
 from .progress import DEFAULT_INTERVAL_S, ProgressMeter
+from .sizes import parse_size
 
 __all__ = [
     "CACHE_MAX_SIZE_ENV",
@@ -45,28 +46,11 @@ __all__ = [
     "StepCache",
     "cache_bound_from_env",
     "content_hash",
-    "parse_size",
     "record_files",
     "step_key",
 ]
 
 CACHE_MAX_SIZE_ENV = "TRTLLM_BUILDER_CACHE_MAX_SIZE"
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """``500G``, ``1.5T``, ``800M``, ``2GiB`` or a byte count; ``ValueError`` names the problem."""
-    raw = text.strip().upper().removesuffix("B").removesuffix("I")
-    unit = raw[-1:] if raw[-1:] in _UNITS else ""
-    try:
-        value = float(raw[: len(raw) - len(unit)])
-    except ValueError:
-        raise ValueError(f"{text!r} is not a size; write e.g. 500G, 800M or 1.5T") from None
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{text!r}: a size must be a positive number")
-    return int(value * _UNITS[unit])
-
-
 def cache_bound_from_env() -> int | None:
     """``$TRTLLM_BUILDER_CACHE_MAX_SIZE`` as bytes, or None when unset."""
     value = os.environ.get(CACHE_MAX_SIZE_ENV)
