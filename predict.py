@@ -32,21 +32,21 @@ from typing import IO, Any
 
 from cog import BaseRunner, Input, Path, Secret
 
-from trtllm_builder.config import BuildConfig
-from trtllm_builder.configsource import read_config_text
+from trtllm_builder.config.schema import BuildConfig
+from trtllm_builder.config.source import read_config_text
 from trtllm_builder.errors import ConfigError, SetupError
-from trtllm_builder.gpu import detect_gpus
-from trtllm_builder.modelcache import writable_cache_dir
+from trtllm_builder.fetch.modelcache import writable_cache_dir
+from trtllm_builder.fetch.sources import ModelRef, classify, fetch_model, remote_size
+from trtllm_builder.outputs.upload import S3Credentials
 from trtllm_builder.pipeline import BuildOptions, build, default_cache_dir, prepare
-from trtllm_builder.plan import Plan
+from trtllm_builder.plan.gpu import detect_gpus
+from trtllm_builder.plan.planner import Plan
+from trtllm_builder.plan.tree import TrtllmTree, find_tree
+from trtllm_builder.plan.versions import trtllm_version, version_from_source
+from trtllm_builder.run.signals import install_worker_signals, set_interrupt_target
+from trtllm_builder.run.stepcache import CACHE_MAX_SIZE_ENV, cache_bound_from_env
 from trtllm_builder.secrets import collect, mask, scrub
 from trtllm_builder.secrets import hf_token as resolve_hf_token
-from trtllm_builder.signals import install_worker_signals, set_interrupt_target
-from trtllm_builder.sources import ModelRef, classify, fetch_model, remote_size
-from trtllm_builder.stepcache import CACHE_MAX_SIZE_ENV, cache_bound_from_env
-from trtllm_builder.tree import TrtllmTree, find_tree
-from trtllm_builder.upload import S3Credentials
-from trtllm_builder.versions import trtllm_version, version_from_source
 
 __all__ = ["PREDICTIONS_DIR_NAME", "Predictor"]
 

@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # huggingface_hub re
 import requests  # noqa: E402
 from hubserver import HubServer  # noqa: E402
 
-from trtllm_builder.sources import ModelRef, fetch_model  # noqa: E402
+from trtllm_builder.fetch.sources import ModelRef, fetch_model  # noqa: E402
 
 MB = 1e6
 

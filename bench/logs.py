@@ -19,7 +19,7 @@ Prints lines/s per mode and the ratios against ``before`` (else ``unbounded``), 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import statistics
 import subprocess
@@ -41,29 +41,27 @@ CHATTY = (  # what STANDIN_CHATTY prints (tests/standin/README.md)
 
 
 def _old_runner(rev: str, scratch: Path) -> object | None:
-    """``trtllm_builder/runner.py`` at ``rev``, imported as a module of the package (its relative imports work)."""
+    """The runner of the package as of ``rev`` (its whole tree extracted, imported in place of this one).
+
+    Only called in a child process that has not imported ``trtllm_builder`` yet.
+    """
+    old = scratch / "old"
+    old.mkdir()
     try:
-        src = subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{rev}:trtllm_builder/runner.py"], capture_output=True, check=True
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev, "trtllm_builder"], capture_output=True, check=True
         ).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
-    path = scratch / "runner_before.py"
-    path.write_bytes(src)
-    spec = importlib.util.spec_from_file_location("trtllm_builder._runner_before", path)
-    if spec is None or spec.loader is None:
-        return None
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = "trtllm_builder"
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    sys.path.insert(0, str(old))
+    return importlib.import_module("trtllm_builder.runner")
 
 
 def child(mode: str, lines: int, rev: str) -> None:
     """Run the chatty step once in ``mode``; print its wall time as JSON on stdout."""
 
-    def err(line: str) -> None:  # the CLI's log sink (trtllm_builder.cli._err)
+    def err(line: str) -> None:  # the CLI's log sink (cli._err)
         print(line, file=sys.stderr, flush=True)
 
     argv = [sys.executable, "-c", CHATTY, str(lines)]
@@ -77,13 +75,13 @@ def child(mode: str, lines: int, rev: str) -> None:
             start = time.perf_counter()
             old.run_step(argv, name="convert", cwd=scratch, emit=err)  # type: ignore[attr-defined]
         elif mode == "unbounded":
-            from trtllm_builder.runner import run_step
+            from trtllm_builder.run.runner import run_step
 
             start = time.perf_counter()
             run_step(argv, name="convert", cwd=scratch, emit=err, secrets=["hf_benchSECRET0123456789"])
         else:
-            from trtllm_builder.buildlog import BuildLog
-            from trtllm_builder.runner import run_step
+            from trtllm_builder.run.buildlog import BuildLog
+            from trtllm_builder.run.runner import run_step
 
             log = BuildLog(err, secrets=["hf_benchSECRET0123456789"])
             log.open(scratch / "build.log")

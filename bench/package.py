@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from trtllm_builder.package import write_archive
+from trtllm_builder.package.archive import write_archive
 
 
 def make_data(root: Path, gib: float, ranks: int = 4) -> list[Path]:

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trtllm_builder.errors import FetchError
-from trtllm_builder.untar import Limits, extract_safely
+from trtllm_builder.fetch.untar import Limits, extract_safely
 
 _ZEROS = 16 << 20
 
@@ -92,7 +92,7 @@ def peak_rss_growth_mib(archive: Path, dest: Path) -> float:
     code = f"""
 import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
 from pathlib import Path
-from trtllm_builder.untar import Limits, extract_safely
+from trtllm_builder.fetch.untar import Limits, extract_safely
 peak = lambda: next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
 class S:
     def __init__(self, f): self.f = f

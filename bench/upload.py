@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import numpy as np
 from test_upload import ACCESS_KEY, SECRET_KEY, s3, start_moto, stop
 
-from trtllm_builder.package import write_archive
-from trtllm_builder.upload import S3Credentials, pack_and_upload, upload_archive
+from trtllm_builder.outputs.upload import S3Credentials, pack_and_upload, upload_archive
+from trtllm_builder.package.archive import write_archive
 
 
 def make_data(root: Path, mib: int, ranks: int = 4) -> list[tuple[str, Path]]:

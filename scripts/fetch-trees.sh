@@ -20,7 +20,7 @@
 # into the image with the source, as cog-trt-llm's TensorRT-LLM submodule was).
 set -euo pipefail
 
-DEFAULT_VERSION=1.2.1   # keep in step with trtllm_builder/versions.py DEFAULT_TRTLLM_VERSION (a test checks)
+DEFAULT_VERSION=1.2.1   # keep in step with trtllm_builder/plan/versions.py DEFAULT_TRTLLM_VERSION (a test checks)
 repo=https://github.com/NVIDIA/TensorRT-LLM.git
 backend_repo=https://github.com/triton-inference-server/tensorrtllm_backend.git
 version=$DEFAULT_VERSION

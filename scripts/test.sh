@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-default=$(sed -n 's/^DEFAULT_TRTLLM_VERSION = "\(.*\)"$/\1/p' trtllm_builder/versions.py)
+default=$(sed -n 's/^DEFAULT_TRTLLM_VERSION = "\(.*\)"$/\1/p' trtllm_builder/plan/versions.py)
 lock=requirements/trtllm-${default}.txt
 [ -f "$lock" ] || { echo "scripts/test.sh: no lock $lock for the default release '$default'" >&2; exit 1; }
 

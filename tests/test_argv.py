@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trtllm_builder.argv import display, render_args, substitute
 from trtllm_builder.errors import ConfigError
+from trtllm_builder.plan.argv import display, render_args, substitute
 
 
 @pytest.mark.parametrize(

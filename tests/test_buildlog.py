@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import CliRun
 from test_pipeline_e2e import project_config
 
-from trtllm_builder.buildlog import BuildLog, LogLimits
+from trtllm_builder.run.buildlog import BuildLog, LogLimits
 
 
 class Clock:

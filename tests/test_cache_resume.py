@@ -333,7 +333,7 @@ def test_hashing_a_large_output_prints_progress(tmp_path: Path) -> None:
     """Checksumming (on store) and verifying (on reuse) a large engine takes a while: progress lines, from
     the calling thread, as for packing. A FIFO fed slowly stands in for a file that takes seconds to read."""
     from trtllm_builder.progress import ProgressMeter
-    from trtllm_builder.stepcache import _hash_files
+    from trtllm_builder.run.stepcache import _hash_files
 
     fifo = tmp_path / "rank0.engine"
     os.mkfifo(fifo)

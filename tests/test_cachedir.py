@@ -17,7 +17,7 @@ import pytest
 from test_predict import predict
 
 from trtllm_builder.errors import SetupError
-from trtllm_builder.modelcache import writable_cache_dir
+from trtllm_builder.fetch.modelcache import writable_cache_dir
 
 CONFIG = """\
 model: {{id: {model}}}
@@ -97,7 +97,7 @@ def test_cache_without_write_permission(tmp_path: Path) -> None:
         code = (
             "import pathlib, sys\n"
             "from trtllm_builder.errors import SetupError\n"
-            "from trtllm_builder.modelcache import writable_cache_dir\n"
+            "from trtllm_builder.fetch.modelcache import writable_cache_dir\n"
             "try:\n"
             f"    writable_cache_dir(pathlib.Path({str(locked)!r}))\n"
             "except SetupError as exc:\n"

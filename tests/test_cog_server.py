@@ -598,3 +598,42 @@ def test_a_flood_of_output_reaches_the_logs_bounded_and_the_archive_whole(
     kept = [line for line in full.splitlines() if line.startswith("[convert] [standin] convert_checkpoint.py: line ")]
     assert len(kept) == n and kept[-1].endswith(f"line {n - 1}")
     assert "==> [2/2] build:" in full and "<== build finished in" in full
+
+
+def test_download_pack_and_upload_progress_reach_the_prediction_logs(
+    start_server: Callable[..., CogServer], world: World
+) -> None:
+    """A Hub model (the loopback hub), packed and uploaded to S3 (moto on loopback): each transfer's
+    progress lines are in the prediction's logs, the closing line of each included, no carriage return."""
+    import boto3
+    from hubserver import HubServer
+    from test_upload import start_moto, stop
+
+    moto, endpoint = start_moto()
+    try:
+        with HubServer() as hub:
+            hub.add_repo("org/tiny-gpt2", {p.name: p for p in world.model.iterdir() if p.is_file()})
+            boto3.client(
+                "s3", endpoint_url=endpoint, aws_access_key_id="AKIAPROGRESS", aws_secret_access_key="s" * 40,
+                region_name="us-east-1",
+            ).create_bucket(Bucket="engines")  # fmt: skip
+            write_config(world.configs / "hub.yaml", Path("org/tiny-gpt2"))
+            progress = start_server("progress", {"HF_ENDPOINT": hub.endpoint, "AWS_DEFAULT_REGION": "us-east-1"})
+            reply = progress.predict(
+                {
+                    "config": world.config_url("hub.yaml"),
+                    "upload_url": "s3://engines/progress",
+                    "aws_access_key_id": "AKIAPROGRESS",
+                    "aws_secret_access_key": "s" * 40,
+                    "s3_endpoint_url": endpoint,
+                }
+            )
+    finally:
+        stop(moto)
+    assert reply["status"] == "succeeded", reply.get("error")
+    lines = reply["logs"].splitlines()
+    for phase in ("download", "pack", "upload"):
+        closing = [ln for ln in lines if re.match(rf"^{phase}: [\d.]+/[\d.]+ [kMG]?B \(100%\) in ", ln)]
+        assert closing, f"no closing {phase} line in the logs:\n" + "\n".join(lines[-40:])
+    assert "\r" not in reply["logs"]
+    assert "s" * 40 not in reply["logs"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from trtllm_builder.config import load_config
+from trtllm_builder.config.schema import load_config
 from trtllm_builder.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

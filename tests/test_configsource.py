@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from slowserver import slow_server
 
-from trtllm_builder.configsource import MAX_CONFIG_BYTES, read_config_text
+from trtllm_builder.config.source import MAX_CONFIG_BYTES, read_config_text
 from trtllm_builder.errors import ConfigError, FetchError
 
 YAML = "model:\n  id: meta-llama/Llama-3.1-8B-Instruct  # café\n"
@@ -191,7 +191,8 @@ def test_trickled_body_hits_the_deadline_and_is_never_taken_as_the_config() -> N
 def test_plan_with_a_config_server_that_trickles_headers_ends(
     monkeypatch: pytest.MonkeyPatch, standin_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from trtllm_builder import cli, configsource
+    from trtllm_builder import cli
+    from trtllm_builder.config import source as configsource
 
     monkeypatch.setattr(configsource, "CONFIG_TIMEOUT", 1.0)
     with slow_server("headers", interval=0.2) as srv:

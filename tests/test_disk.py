@@ -1,4 +1,4 @@
-"""The disk estimate (trtllm_builder/disk.py): peak bytes from the model's size and the plan."""
+"""The disk estimate (trtllm_builder/plan/disk.py): peak bytes from the model's size and the plan."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from standin_world import tree_dir
 
-from trtllm_builder import disk
-from trtllm_builder.config import load_config
+from trtllm_builder.config.schema import load_config
 from trtllm_builder.errors import ConfigError
-from trtllm_builder.plan import Plan, make_plan
-from trtllm_builder.tree import TrtllmTree
+from trtllm_builder.plan import disk
+from trtllm_builder.plan.planner import Plan, make_plan
+from trtllm_builder.plan.tree import TrtllmTree
 
 TREE = TrtllmTree(tree_dir().resolve())
 GIB = 1 << 30

@@ -207,7 +207,7 @@ def test_multi_line_smoke_test_output_is_recorded_whole(
 
 
 def test_run_output_parsing() -> None:
-    from trtllm_builder.serving import parse_run_outputs
+    from trtllm_builder.outputs.serving import parse_run_outputs
 
     lines = [
         "[TensorRT-LLM][INFO] Engine version 1.2.1 found in the config file",

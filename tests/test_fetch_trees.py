@@ -163,7 +163,7 @@ def test_before_0_20_the_templates_come_from_tensorrtllm_backend(upstream: dict[
 
 
 def test_the_default_release_is_the_image_pin() -> None:
-    from trtllm_builder.versions import DEFAULT_TRTLLM_VERSION
+    from trtllm_builder.plan.versions import DEFAULT_TRTLLM_VERSION
 
     text = SCRIPT.read_text()
     assert re.search(rf"^DEFAULT_VERSION={re.escape(DEFAULT_TRTLLM_VERSION)}\b", text, re.M)

@@ -23,10 +23,10 @@ import pytest
 from hubserver import HubServer
 from modelgen import make_tiny_model
 
-from trtllm_builder import hub, hub_transfer, modelcache
 from trtllm_builder.errors import FetchError
-from trtllm_builder.hub_transfer import MANY_CORES, choose_transport
-from trtllm_builder.sources import ModelRef, fetch_model
+from trtllm_builder.fetch import hub, hub_transfer, modelcache
+from trtllm_builder.fetch.hub_transfer import MANY_CORES, choose_transport
+from trtllm_builder.fetch.sources import ModelRef, fetch_model
 
 hub_server = hubserver.hub_server  # the fixture
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trtllm_builder.versions import DEFAULT_TRTLLM_VERSION, RELEASES
+from trtllm_builder.plan.versions import DEFAULT_TRTLLM_VERSION, RELEASES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from trtllm_builder.errors import VerifyError
-from trtllm_builder.gpu import GpuInfo, detect_gpus, parse_nvidia_smi_csv
-from trtllm_builder.inspect import format_report, inspect_archive
-from trtllm_builder.versions import trtllm_version
+from trtllm_builder.outputs.inspect import format_report, inspect_archive
+from trtllm_builder.plan.gpu import GpuInfo, detect_gpus, parse_nvidia_smi_csv
+from trtllm_builder.plan.versions import trtllm_version
 
 H100 = GpuInfo(0, "NVIDIA H100 80GB HBM3", "9.0", 81559)
 A100 = GpuInfo(0, "NVIDIA A100-SXM4-80GB", "8.0", 81920)
@@ -286,7 +286,7 @@ def tar_bytes(members: list[tuple[str, bytes]], *, end: bool = True, fmt: int = 
 
 def genuine(tmp_path: Path) -> tuple[Path, bytes]:
     """An archive written by the real packer, and its tar stream without the end-of-archive blocks."""
-    from trtllm_builder.package import write_archive as pack
+    from trtllm_builder.package.archive import write_archive as pack
 
     src = tmp_path / "src"
     src.mkdir()

@@ -6,7 +6,7 @@ import json
 import struct
 from pathlib import Path
 
-from trtllm_builder.layout import inspect_dir, locate
+from trtllm_builder.plan.layout import inspect_dir, locate
 
 
 def safetensors(path: Path, n: int = 4) -> None:

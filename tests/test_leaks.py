@@ -20,7 +20,7 @@ from hubserver import HubServer
 from test_predict import predict, run, write_config
 
 from trtllm_builder.errors import BuilderError, ConfigError, FetchError
-from trtllm_builder.sources import ModelRef, fetch_model
+from trtllm_builder.fetch.sources import ModelRef, fetch_model
 
 TOKEN = "hf_LeakTestTokenValue0123456789ab"
 AWS_KEY_ID = "AKIALEAKTESTKEY12345"
@@ -279,7 +279,7 @@ def test_signed_tar_url_is_masked_in_a_connection_error(tmp_path: Path) -> None:
 
 
 def test_config_url_query_is_masked_in_config_errors(run_cli: CliRun, files: HubServer, tmp_path: Path) -> None:
-    files.static["/bad.yaml"] = b"model_id: x\nexample_name: gpt\nunknown_key: 1\n"
+    files.static["/bad.yaml"] = b"model: {id: x}\nunknown_key: 1\n"  # the project form refuses unknown keys
     res = run_cli("plan", f"{files.endpoint}/bad.yaml?{QUERY}")
     assert res.returncode == 2 and "unknown_key: unknown key" in res.stderr
     assert "/bad.yaml?********** is invalid" in res.stderr

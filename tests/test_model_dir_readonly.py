@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import CliRun
 
-from trtllm_builder.workdir import MARKER
+from trtllm_builder.run.workdir import MARKER
 
 
 def config(tmp_path: Path, model: Path | str, *, convert: str = "", build: str = "", convert_extra: str = "") -> Path:

@@ -18,7 +18,7 @@ import pytest
 from conftest import CliRun
 
 from trtllm_builder.errors import PackagingError
-from trtllm_builder.package import write_archive
+from trtllm_builder.package.archive import write_archive
 
 
 def members(tmp_path: Path) -> list[tuple[str, Path]]:
@@ -80,7 +80,7 @@ def test_file_size_limit_leaves_no_partial_archive(tmp_path: Path) -> None:
     code = textwrap.dedent("""
         import json, resource, signal, sys
         from pathlib import Path
-        from trtllm_builder.package import write_archive
+        from trtllm_builder.package.archive import write_archive
         from trtllm_builder.errors import PackagingError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
         resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))

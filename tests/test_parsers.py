@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import DEFAULT_RELEASE, OLD_RELEASE, ROOT, STANDIN_BIN, TRTLLM_DIR, standin_path, tree_dir
 
-from trtllm_builder.config import load_config
+from trtllm_builder.config.schema import load_config
 from trtllm_builder.errors import ArgsError
-from trtllm_builder.parsers import ParserCache, ParserSpec, check_tokens, parse_help, read_parser
-from trtllm_builder.plan import make_plan
-from trtllm_builder.tree import TrtllmTree
+from trtllm_builder.plan.parsers import ParserCache, ParserSpec, check_tokens, parse_help, read_parser
+from trtllm_builder.plan.planner import make_plan
+from trtllm_builder.plan.tree import TrtllmTree
 
 TREE = TRTLLM_DIR
 EXAMPLES = TREE / "examples"

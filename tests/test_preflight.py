@@ -15,12 +15,12 @@ import pytest
 from conftest import TRTLLM_DIR
 from hubserver import HubServer
 
-from trtllm_builder.config import load_config
+from trtllm_builder.config.schema import load_config
 from trtllm_builder.errors import PreflightError
-from trtllm_builder.gpu import GpuInfo
-from trtllm_builder.plan import Plan, make_plan
-from trtllm_builder.preflight import Finding, check_machine, plan_needs, preflight, raise_for_errors
-from trtllm_builder.tree import TrtllmTree
+from trtllm_builder.fetch.preflight import Finding, check_machine, plan_needs, preflight, raise_for_errors
+from trtllm_builder.plan.gpu import GpuInfo
+from trtllm_builder.plan.planner import Plan, make_plan
+from trtllm_builder.plan.tree import TrtllmTree
 
 hub_server = hubserver.hub_server  # the fixture
 

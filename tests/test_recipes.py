@@ -15,11 +15,7 @@ import yaml
 from conftest import DEFAULT_RELEASE
 from hubserver import HubServer
 
-from trtllm_builder.config import load_config
-from trtllm_builder.errors import ArgsError, ConfigError
-from trtllm_builder.expand import expand_recipe
-from trtllm_builder.pipeline import prepare
-from trtllm_builder.recipes import (
+from trtllm_builder.config.recipe import (
     ARCHITECTURES,
     FAMILIES,
     QUANTIZATIONS,
@@ -27,6 +23,10 @@ from trtllm_builder.recipes import (
     build_rules,
     int8_kv_cache_in,
 )
+from trtllm_builder.config.schema import load_config
+from trtllm_builder.errors import ArgsError, ConfigError
+from trtllm_builder.pipeline import prepare
+from trtllm_builder.plan.expand import expand_recipe
 
 hub_server = hubserver.hub_server  # the fixture
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import CliRun
 
-from trtllm_builder.versions import RELEASES, serving_runtime, version_mismatch
+from trtllm_builder.plan.versions import RELEASES, serving_runtime, version_mismatch
 
 
 def _config(path: Path, model: Path, version: str | None) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from trtllm_builder.errors import LeftoverError, StepFailed, StepKilled, StepTimeout
-from trtllm_builder.runner import MAX_LINE_BYTES, run_step
+from trtllm_builder.run.runner import MAX_LINE_BYTES, run_step
 
 
 def py(code: str) -> list[str]:
@@ -373,7 +373,7 @@ def test_step_that_closes_its_output_is_waited_for(tmp_path: Path) -> None:
 RUN_IN_CHILD = """
 import sys, json
 from pathlib import Path
-from trtllm_builder.runner import run_step
+from trtllm_builder.run.runner import run_step
 argv, locks = json.loads(sys.argv[1]), [Path(p) for p in json.loads(sys.argv[2])]
 run_step(argv, name="hang", cwd=Path.cwd(), locks=locks, emit=lambda line: print(line, flush=True))
 """
@@ -449,7 +449,7 @@ def test_a_rerun_never_runs_beside_a_leftover(tmp_path: Path) -> None:
 
 
 def test_a_lock_held_too_long_is_an_error_naming_the_holder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import trtllm_builder.runner as runner
+    import trtllm_builder.run.runner as runner
 
     lock = tmp_path / "step.run"
     holder = subprocess.Popen(
@@ -492,7 +492,7 @@ def test_a_killed_supervisor_takes_the_step_with_it(tmp_path: Path) -> None:
 
 def test_without_a_subreaper_descendants_are_tracked(tmp_path: Path) -> None:
     """Where prctl(PR_SET_CHILD_SUBREAPER) is refused, the supervisor scans /proc for what the step started."""
-    from trtllm_builder.supervisor import Supervisor
+    from trtllm_builder.run.supervisor import Supervisor
 
     pidfile = tmp_path / "daemon"
     step = py(f"""

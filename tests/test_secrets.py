@@ -8,9 +8,10 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from trtllm_builder.argv import display
-from trtllm_builder.config import load_config, redact_config
+from trtllm_builder.config.schema import load_config, redact_config
+from trtllm_builder.config.yamlsafe import load_yaml
 from trtllm_builder.errors import ConfigError, FetchError, StepFailed
+from trtllm_builder.plan.argv import display
 from trtllm_builder.secrets import (
     MASK,
     clean_token,
@@ -25,7 +26,6 @@ from trtllm_builder.secrets import (
     step_environment,
     url_secrets,
 )
-from trtllm_builder.yamlsafe import load_yaml
 
 TOKEN = "hf_SecretTokenValue0123456789abcdef"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"  # '/' and '+' change when URL-encoded

@@ -19,9 +19,9 @@ from test_triton_load import ALL, no_tokenizer_class, triton_load
 from test_upload import start_moto, stop
 from tritonclient.grpc import model_config_pb2
 
-from trtllm_builder import pbtxt
-from trtllm_builder.package import write_archive
-from trtllm_builder.triton import find_templates
+from trtllm_builder.outputs import pbtxt
+from trtllm_builder.outputs.triton import find_templates
+from trtllm_builder.package.archive import write_archive
 
 AWS = {
     "AWS_ACCESS_KEY_ID": "AKIAE2ETESTKEY",

@@ -17,7 +17,7 @@ import pytest
 from hubserver import HubServer
 
 from trtllm_builder.errors import FetchError, PreflightError
-from trtllm_builder.sources import FetchedModel, ModelRef, fetch_model, remote_size
+from trtllm_builder.fetch.sources import FetchedModel, ModelRef, fetch_model, remote_size
 
 hub_server = hubserver.hub_server  # the fixture
 
@@ -187,7 +187,7 @@ def test_two_processes_share_one_download(hub_server: HubServer, cache: Path, tm
         import sys
         from pathlib import Path
         sys.path.insert(0, {str(ROOT)!r})
-        from trtllm_builder.sources import ModelRef, fetch_model
+        from trtllm_builder.fetch.sources import ModelRef, fetch_model
         m = fetch_model(ModelRef("meta/llama"), token=None, cache_dir=Path({str(cache)!r}), log=print)
         print("RESULT", m.path, m.revision, len(m.files))
         """
@@ -422,7 +422,7 @@ def test_failures_name_the_fix(
     setup: object,
     expected: str | None,
 ) -> None:
-    from trtllm_builder import hub
+    from trtllm_builder.fetch import hub
 
     monkeypatch.setattr(hub, "API_TIMEOUT", 1.0)  # the stalled hub: fail in a second, not 30
     setup(hub_server)  # type: ignore[operator]
@@ -447,7 +447,7 @@ def test_offline_mode_is_named(hub_server: HubServer, cache: Path) -> None:
         from pathlib import Path
         sys.path.insert(0, {str(ROOT)!r})
         from trtllm_builder.errors import FetchError
-        from trtllm_builder.sources import ModelRef, fetch_model
+        from trtllm_builder.fetch.sources import ModelRef, fetch_model
         try:
             fetch_model(ModelRef("meta/llama", revision={sha!r}), token=None, cache_dir=Path({str(cache)!r}), log=print)
         except FetchError as e:
@@ -463,8 +463,8 @@ def test_offline_mode_is_named(hub_server: HubServer, cache: Path) -> None:
 
 
 def test_recipe_config_json_missing_is_named(hub_server: HubServer, cache: Path) -> None:
-    from trtllm_builder.config import ModelSpec
-    from trtllm_builder.modelconfig import read_model_config
+    from trtllm_builder.config.schema import ModelSpec
+    from trtllm_builder.fetch.modelconfig import read_model_config
 
     hub_server.add_repo("org/no-config", {"model.safetensors": os.urandom(20_000)})
     with pytest.raises(

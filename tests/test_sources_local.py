@@ -15,7 +15,7 @@ from conftest import CliRun
 from hubserver import HubServer
 
 from trtllm_builder.errors import ConfigError, FetchError, PreflightError
-from trtllm_builder.sources import ModelRef, check_ref, classify, fetch_model, remote_size, tokenizer_files
+from trtllm_builder.fetch.sources import ModelRef, check_ref, classify, fetch_model, remote_size, tokenizer_files
 
 hub_server = hubserver.hub_server  # the fixture
 

@@ -21,10 +21,10 @@ import pytest
 from hubserver import HubServer
 from slowserver import slow_server
 
-from trtllm_builder import tarball
 from trtllm_builder.errors import FetchError, PreflightError
-from trtllm_builder.sources import ModelRef, fetch_model, remote_size
-from trtllm_builder.untar import Limits, extract_safely
+from trtllm_builder.fetch import tarball
+from trtllm_builder.fetch.sources import ModelRef, fetch_model, remote_size
+from trtllm_builder.fetch.untar import Limits, extract_safely
 
 ROOT = Path(__file__).resolve().parent.parent
 _ZEROS = 16 << 20
@@ -168,7 +168,7 @@ def test_memory_stays_bounded_while_extracting_a_large_compressible_file(tmp_pat
         import sys
         sys.path.insert(0, {str(ROOT)!r})
         from pathlib import Path
-        from trtllm_builder.untar import Limits, extract_safely
+        from trtllm_builder.fetch.untar import Limits, extract_safely
 
         def peak_mib():
             for line in open("/proc/self/status"):

@@ -275,8 +275,8 @@ def test_every_row_cites_its_sources_and_names_a_real_flag(tmp_path: Path, stand
     """The table's new flags exist in 1.2.1's own parsers (the stand-ins mirror them; see the ledger)."""
     import sys
 
-    from trtllm_builder.flagtable import ROWS
-    from trtllm_builder.parsers import ParserCache
+    from trtllm_builder.plan.flagtable import ROWS
+    from trtllm_builder.plan.parsers import ParserCache
 
     cache = ParserCache(tmp_path / "cache")
     tree = tree_dir()

@@ -18,9 +18,9 @@ from conftest import BACKENDS
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from trtllm_builder import triton
 from trtllm_builder.errors import ConfigError, PackagingError, SetupError, VerifyError
-from trtllm_builder.triton import (
+from trtllm_builder.outputs import triton
+from trtllm_builder.outputs.triton import (
     MODELS,
     TritonOptions,
     find_templates,
@@ -749,7 +749,7 @@ def test_inputs_from_different_decoupled_models(tmp_path: Path) -> None:
         '{ model_name: "c" model_version: -1 input_map { key: "P" value: "ya" } input_map { key: "Q" value: "yb" }'
         ' output_map { key: "Z" value: "out" } } ] }\n'
     )
-    from trtllm_builder.tritonverify import repository_problems
+    from trtllm_builder.outputs.tritonverify import repository_problems
 
     problems = repository_problems(repo)
     # core names the model of the tensor node it is at: `out` is the ensemble's own output, so 'ens'
@@ -764,7 +764,7 @@ def test_inputs_from_different_decoupled_models(tmp_path: Path) -> None:
 def test_inspect_checks_archive_members_against_the_recorded_or_the_versions_reads(
     tmp_path: Path, engine: Path, tokenizer: list[Path]
 ) -> None:
-    from trtllm_builder.inspect import triton_problems
+    from trtllm_builder.outputs.inspect import triton_problems
 
     repo = build(engine, tokenizer, find_templates(BACKENDS["v0.18.2"]), tmp_path / "repo")
     files = [p for p in repo.rglob("*") if p.is_file()]

@@ -20,7 +20,12 @@ import pytest
 from conftest import BACKENDS, ROOT
 from test_triton import remove_block, write_engine
 
-from trtllm_builder.triton import find_templates, make_model_repository, parse_triton_options, tokenizer_folder_files
+from trtllm_builder.outputs.triton import (
+    find_templates,
+    make_model_repository,
+    parse_triton_options,
+    tokenizer_folder_files,
+)
 
 LOADER = ROOT / "tests" / "tritonload.py"
 ALL = ["ensemble", "postprocessing", "preprocessing", "tensorrt_llm", "tensorrt_llm_bls"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trtllm_builder.tritonloaders import (
+from trtllm_builder.outputs.tritonloaders import (
     ANY_PLACEHOLDER,
     Requirement,
     cpp_requirements,
@@ -19,7 +19,7 @@ from trtllm_builder.tritonloaders import (
     python_requirements,
     version_tuple,
 )
-from trtllm_builder.tritonverify import python_model_requirements
+from trtllm_builder.outputs.tritonverify import python_model_requirements
 
 
 def reqs(source: str) -> dict[str, Requirement]:

@@ -17,9 +17,9 @@ import boto3
 import pytest
 
 from trtllm_builder.errors import ConfigError, PackagingError, UploadError
-from trtllm_builder.inspect import inspect_archive
-from trtllm_builder.package import archive_size_bound, write_archive
-from trtllm_builder.upload import ArchiveUpload, S3Credentials, pack_and_upload, parse_s3_url, upload_archive
+from trtllm_builder.outputs.inspect import inspect_archive
+from trtllm_builder.outputs.upload import ArchiveUpload, S3Credentials, pack_and_upload, parse_s3_url, upload_archive
+from trtllm_builder.package.archive import archive_size_bound, write_archive
 
 ACCESS_KEY = "AKIATESTKEY0000SECRET"
 SECRET_KEY = "s3cr3t/VERY+private-value"

@@ -14,7 +14,7 @@ non-ensemble model at startup, with the real pieces where they exist:
   (``<backend>/inflight_batcher_llm/standin_backend.py``), which mirrors the C++ parameter reads;
 * an ensemble fails when a step model failed. Its tensor wiring (data types, shapes, decoupled
   steps) is core's ensemble_utils.cc, which is not stood in for here: that is what
-  ``trtllm_builder.tritonverify`` checks, and its own tests pin it to core's algorithm.
+  ``trtllm_builder.outputs.tritonverify`` checks, and its own tests pin it to core's algorithm.
 
 ``--mount /models`` plays ``docker run -v <repo>:/models``: parameter paths under it are read in the
 repository. Run as ``python tests/tritonload.py REPO=TEMPLATES [REPO=TEMPLATES ...] --mount /models``

@@ -20,11 +20,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .errors import BuilderError, Interrupted
-from .signals import cli_signals
-from .sizes import parse_size
-from .stepcache import cache_bound_from_env
+from trtllm_builder import __version__
+from trtllm_builder.errors import BuilderError, Interrupted
+from trtllm_builder.run.signals import cli_signals
+from trtllm_builder.run.stepcache import cache_bound_from_env
+from trtllm_builder.sizes import parse_size
 
 __all__ = ["main"]
 
@@ -131,9 +131,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_plan(ns: argparse.Namespace) -> int:
-    from .pipeline import BuildOptions, build_secrets, default_cache_dir, prepare
-    from .preflight import check_machine
-    from .secrets import mask
+    from trtllm_builder.fetch.preflight import check_machine
+    from trtllm_builder.pipeline import BuildOptions, build_secrets, default_cache_dir, prepare
+    from trtllm_builder.secrets import mask
 
     config, plan = prepare(
         ns.config, trtllm_dir=ns.trtllm_dir, work_dir=ns.work_dir, backend_dir=ns.backend_dir, upload=ns.upload
@@ -156,11 +156,11 @@ def _cmd_plan(ns: argparse.Namespace) -> int:
 
 
 def _cmd_warm_parsers(ns: argparse.Namespace) -> int:
-    from .modelcache import writable_cache_dir
-    from .parsers import ParserCache, discover_programs
-    from .pipeline import default_cache_dir
-    from .tree import find_tree
-    from .versions import trtllm_version
+    from trtllm_builder.fetch.modelcache import writable_cache_dir
+    from trtllm_builder.pipeline import default_cache_dir
+    from trtllm_builder.plan.parsers import ParserCache, discover_programs
+    from trtllm_builder.plan.tree import find_tree
+    from trtllm_builder.plan.versions import trtllm_version
 
     tree = find_tree(ns.trtllm_dir)
     cache_dir = writable_cache_dir(ns.cache_dir or default_cache_dir())  # else nothing would be cached
@@ -178,8 +178,8 @@ def _cmd_warm_parsers(ns: argparse.Namespace) -> int:
 
 
 def _cmd_build(ns: argparse.Namespace) -> int:
-    from .pipeline import BuildOptions, build, build_secrets, default_cache_dir, prepare
-    from .secrets import scrub
+    from trtllm_builder.pipeline import BuildOptions, build, build_secrets, default_cache_dir, prepare
+    from trtllm_builder.secrets import scrub
 
     config, plan = prepare(
         ns.config,
@@ -220,7 +220,7 @@ def _cmd_build(ns: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(ns: argparse.Namespace) -> int:
-    from .inspect import format_report, inspect_archive
+    from trtllm_builder.outputs.inspect import format_report, inspect_archive
 
     report = inspect_archive(ns.archive)
     if ns.json:

@@ -17,34 +17,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, disk
-from .argv import display, redact
-from .buildlog import BUILD_LOG_NAME, BuildLog
-from .checksums import sha256_file
-from .config import BuildConfig, load_config
-from .configsource import read_config_text
-from .errors import ConfigError, OutputError, PreflightError, SetupError
-from .gpu import GpuInfo, detect_gpus
-from .layout import Found, describe_dir, inspect_dir, locate
-from .modelcache import writable_cache_dir
-from .modelconfig import resolve_recipe
-from .package import remove_stale_partials, write_archive
-from .parsers import ParserCache
-from .plan import Plan, PlannedStep, make_plan, model_dir_writes
-from .preflight import check_machine, raise_for_errors
-from .progress import DEFAULT_INTERVAL_S
-from .runner import run_step
-from .secrets import collect as collect_secrets
-from .secrets import hf_token as hf_token_of
-from .secrets import mask_url, scrub, secrets_in_text, step_environment
-from .serving import check_outputs, run_smoke_test, triton_members, triton_summary
-from .sources import FetchedModel, ModelRef, check_ref, classify, fetch_model, local_path, tokenizer_files
-from .stepcache import CachedStep, Hold, StepCache, content_hash, step_key
-from .translate import known_flags_from, translate
-from .tree import TrtllmTree, find_tree
-from .upload import S3Credentials, UploadResult, pack_and_upload
-from .versions import serving_runtime, trtllm_version, version_mismatch
-from .workdir import default_work_dir, owned_work_dir, remove_inside
+from trtllm_builder import __version__
+from trtllm_builder.checksums import sha256_file
+from trtllm_builder.config.schema import BuildConfig, load_config
+from trtllm_builder.config.source import read_config_text
+from trtllm_builder.errors import ConfigError, OutputError, PreflightError, SetupError
+from trtllm_builder.fetch.modelcache import writable_cache_dir
+from trtllm_builder.fetch.modelconfig import resolve_recipe
+from trtllm_builder.fetch.preflight import check_machine, raise_for_errors
+from trtllm_builder.fetch.sources import (
+    FetchedModel,
+    ModelRef,
+    check_ref,
+    classify,
+    fetch_model,
+    local_path,
+    tokenizer_files,
+)
+from trtllm_builder.outputs.serving import check_outputs, run_smoke_test, triton_members, triton_summary
+from trtllm_builder.outputs.upload import S3Credentials, UploadResult, pack_and_upload
+from trtllm_builder.package.archive import remove_stale_partials, write_archive
+from trtllm_builder.plan import disk
+from trtllm_builder.plan.argv import display, redact
+from trtllm_builder.plan.gpu import GpuInfo, detect_gpus
+from trtllm_builder.plan.layout import Found, describe_dir, inspect_dir, locate
+from trtllm_builder.plan.parsers import ParserCache
+from trtllm_builder.plan.planner import Plan, PlannedStep, make_plan, model_dir_writes
+from trtllm_builder.plan.translate import known_flags_from, translate
+from trtllm_builder.plan.tree import TrtllmTree, find_tree
+from trtllm_builder.plan.versions import serving_runtime, trtllm_version, version_mismatch
+from trtllm_builder.progress import DEFAULT_INTERVAL_S
+from trtllm_builder.run.buildlog import BUILD_LOG_NAME, BuildLog
+from trtllm_builder.run.runner import run_step
+from trtllm_builder.run.stepcache import CachedStep, Hold, StepCache, content_hash, step_key
+from trtllm_builder.run.workdir import default_work_dir, owned_work_dir, remove_inside
+from trtllm_builder.secrets import collect as collect_secrets
+from trtllm_builder.secrets import hf_token as hf_token_of
+from trtllm_builder.secrets import mask_url, scrub, secrets_in_text, step_environment
 
 __all__ = ["BuildOptions", "BuildResult", "StepRecord", "build", "build_secrets", "default_cache_dir", "prepare"]
 

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
 
-from .errors import ConfigError
+from trtllm_builder.errors import ConfigError
 
 __all__ = [
     "CREDENTIAL_ENV",
