@@ -22,7 +22,11 @@ def standin_env(scratch: Path, **extra: str) -> dict[str, str]:
     env.update(
         TRTLLM_BUILDER_CACHE=str(scratch / "cache"),
         TMPDIR=str(scratch / "tmp"),
+        # an installed package runs from bytecode (pip compiles it): so do the benchmarks' children,
+        # whatever PYTHONDONTWRITEBYTECODE says here, with the bytecode kept in the scratch dir
+        PYTHONPYCACHEPREFIX=str(scratch / "pycache"),
     )
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     (scratch / "tmp").mkdir(parents=True, exist_ok=True)
     env.update(extra)
     return env

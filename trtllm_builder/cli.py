@@ -178,6 +178,9 @@ def _cmd_warm_parsers(ns: argparse.Namespace) -> int:
 
 
 def _cmd_build(ns: argparse.Namespace) -> int:
+    from trtllm_builder.plan.gpu import prefetch_gpus
+
+    prefetch_gpus()  # nvidia-smi runs while the pipeline is imported and the config planned
     from trtllm_builder.pipeline import BuildOptions, build, build_secrets, default_cache_dir, prepare
     from trtllm_builder.secrets import scrub
 

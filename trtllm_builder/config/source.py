@@ -11,11 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import requests
-import urllib3
-
 from trtllm_builder.config.yamlsafe import MAX_CONFIG_BYTES
-from trtllm_builder.deadline import Deadline, DeadlineExceeded, send
 from trtllm_builder.errors import ConfigError, FetchError
 from trtllm_builder.secrets import mask_url
 
@@ -72,6 +68,12 @@ def _read_path(path: Path) -> bytes:
 
 
 def _read_url(url: str, *, timeout: float) -> bytes:
+    # requests costs ~0.1 s to import: only configs read from a URL pay it
+    import requests
+    import urllib3
+
+    from trtllm_builder.deadline import Deadline, DeadlineExceeded, send
+
     shown = display_url(url)
     deadline = Deadline(timeout)  # the whole request: connecting, the headers, the body
     try:

@@ -14,12 +14,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
-
 from trtllm_builder import secrets
 from trtllm_builder.errors import ConfigError, FetchError
-from trtllm_builder.fetch import hub, modelcache, tarball
+from trtllm_builder.fetch import hub, modelcache
 from trtllm_builder.fetch.hub import TOKENIZER_FILES
 
 __all__ = [
@@ -91,6 +88,10 @@ def classify(ref: ModelRef) -> SourceKind:
         if ref.revision is not None:
             raise ConfigError(f"`revision` applies to Hugging Face repos, not to the local directory {path}; remove it")
         return "local"
+    # huggingface_hub's own rules for repo ids (imported here: local and tarball models never need it)
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
+
     try:
         validate_repo_id(ref.id)
     except HFValidationError as e:
@@ -173,6 +174,8 @@ def remote_size(ref: ModelRef, *, token: str | None) -> int | None:
     if kind == "hf":
         return hub.resolve(ref.id, ref.revision, token=hf_token(token)).size
     if kind == "tar" and ref.tar_url is not None:
+        from trtllm_builder.fetch import tarball  # requests: only tarball models need it
+
         return tarball.tar_size(ref.tar_url)
     return None
 
@@ -213,6 +216,8 @@ def fetch_model(
                 raise
             raise FetchError(redacted) from None
     elif kind == "tar" and ref.tar_url is not None:  # classify() says "tar" only with a tar_url
+        from trtllm_builder.fetch import tarball
+
         path = tarball.fetch_tar(ref.tar_url, cache_dir=cache_dir, free_disk_multiplier=free_disk_multiplier, log=log)
     else:
         path = local_path(ref.id).resolve()

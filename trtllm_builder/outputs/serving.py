@@ -18,16 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from trtllm_builder.config.schema import BuildConfig, SmokeTest
 from trtllm_builder.errors import ConfigError, SetupError
-from trtllm_builder.outputs.triton import (
-    TritonOptions,
-    check_batch_size,
-    cpp_reads,
-    find_templates,
-    make_model_repository,
-    parse_triton_options,
-    tokenizer_folder_files,
-    validate_options,
-)
 from trtllm_builder.outputs.upload import parse_s3_url
 from trtllm_builder.plan.argv import display, flag_values
 from trtllm_builder.plan.layout import Found
@@ -36,6 +26,7 @@ from trtllm_builder.plan.tree import TrtllmTree
 from trtllm_builder.run.runner import run_step
 
 if TYPE_CHECKING:
+    from trtllm_builder.outputs.triton import TritonOptions
     from trtllm_builder.plan.planner import Plan
 
 __all__ = [
@@ -95,6 +86,9 @@ def check_outputs(
         if out.triton is not None:
             raise ConfigError("output.triton applies to `format: triton`; remove it or set the format")
         return OutputPlan("engine", None, None, url)
+    # the Triton machinery is imported only by builds that make a Triton repository
+    from trtllm_builder.outputs.triton import check_batch_size, find_templates, parse_triton_options, validate_options
+
     options = parse_triton_options(out.triton)
     try:
         templates = find_templates(backend_dir(backend, tree))
@@ -138,6 +132,8 @@ def triton_members(outputs: OutputPlan, engine: Found, model_dir: Path, dest: Pa
     """
     if outputs.triton is None or outputs.templates is None:
         raise ConfigError("internal: triton output without options")  # pragma: no cover
+    from trtllm_builder.outputs.triton import make_model_repository, tokenizer_folder_files
+
     repo = make_model_repository(
         engine_dir=engine.path,
         tokenizer_files=tokenizer_folder_files(model_dir),
@@ -154,6 +150,8 @@ def triton_summary(outputs: OutputPlan) -> dict[str, Any]:
     against them)."""
     if outputs.templates is None:
         raise ConfigError("internal: triton output without templates")  # pragma: no cover
+    from trtllm_builder.outputs.triton import cpp_reads
+
     return {"templates": str(outputs.templates), "cpp_reads": cpp_reads(outputs.templates)}
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 
-__all__ = ["NVIDIA_SMI_QUERY", "GpuInfo", "detect_gpus", "parse_nvidia_smi_csv"]
+__all__ = ["NVIDIA_SMI_QUERY", "GpuInfo", "detect_gpus", "parse_nvidia_smi_csv", "prefetch_gpus"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +34,46 @@ class GpuInfo:
     memory_mib: int | None = None
 
 
+class _Prefetch:
+    """One detection started early in a thread (the CLI starts it while it imports and plans)."""
+
+    def __init__(self) -> None:
+        self.result: list[GpuInfo] = []
+        self.thread = threading.Thread(target=self._run, name="nvidia-smi", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.result = _query(timeout=15.0)
+
+
+_prefetched: _Prefetch | None = None
+
+
+def prefetch_gpus() -> None:
+    """Start the next :func:`detect_gpus` now, in the background (``nvidia-smi`` takes ~0.1 s)."""
+    global _prefetched
+    if _prefetched is None:
+        _prefetched = _Prefetch()
+
+
 def detect_gpus(*, timeout: float = 15.0) -> list[GpuInfo]:
     """Run ``nvidia-smi`` from ``PATH`` and return the GPUs it lists.
 
     Returns an empty list when ``nvidia-smi`` is absent, fails, hangs past
     ``timeout`` seconds or prints nothing usable (drivers older than 510 do not know
-    ``compute_cap``): callers treat that as "no GPU visible".
+    ``compute_cap``): callers treat that as "no GPU visible". The answer of a
+    :func:`prefetch_gpus` started earlier is used once, when there is one.
     """
+    global _prefetched
+    pending, _prefetched = _prefetched, None
+    if pending is not None:
+        pending.thread.join(timeout)
+        if not pending.thread.is_alive():
+            return list(pending.result)
+    return _query(timeout=timeout)
+
+
+def _query(*, timeout: float) -> list[GpuInfo]:
     exe = shutil.which(NVIDIA_SMI_QUERY[0])
     if exe is None:
         logger.debug("nvidia-smi not found on PATH: no GPUs detected")

@@ -306,12 +306,15 @@ def _follow(
 
     try:
         while True:
-            try:
-                take(reader.batches.get(timeout=_POLL_S))
-                while not eof:  # drain what is ready without waiting
-                    take(reader.batches.get_nowait())
-            except queue.Empty:
-                pass
+            if eof:  # the output is over: what is left to wait for is the exit event, which wakes us at once
+                sup.wait(_POLL_S)
+            else:
+                try:
+                    take(reader.batches.get(timeout=_POLL_S))
+                    while not eof:  # drain what is ready without waiting
+                        take(reader.batches.get_nowait())
+                except queue.Empty:
+                    pass
             now = time.monotonic()
             if lines != seen:
                 seen = lines

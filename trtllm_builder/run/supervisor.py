@@ -471,6 +471,12 @@ class Supervisor:
         self._left: list[tuple[int, str]] = []
         _live.add(self)
 
+    def wait(self, timeout: float) -> None:
+        """Block until an event (or the socket's end) can be read, at most ``timeout`` seconds."""
+        if not self._closed:
+            with contextlib.suppress(OSError, ValueError):
+                select.select([self._ctl], [], [], timeout)
+
     def events(self) -> list[dict[str, Any]]:
         """Events that arrived since the last call (non-blocking); also records started/exit/error."""
         out: list[dict[str, Any]] = []
