@@ -5,6 +5,8 @@
 #   2. .venv-image  Python 3.12 and the GPU image's own versions, taken from the default lock
 #                   requirements/trtllm-<default>.txt (huggingface_hub 0.3x, numpy, pydantic, boto3 ... as
 #                   the image has them): pytest
+#   3. .venv-hf1    the newest huggingface_hub 1.x (the major between the image's 0.x and the newest 2.x,
+#                   e.g. what the GPU host on loan has): the tests of everything that talks to the Hub
 #
 # Extra arguments go to both pytest runs. CI runs exactly this (.ci/run).
 set -euo pipefail
@@ -37,6 +39,11 @@ echo "== install: the image's versions ($("$py312" --version), constraints from 
 grep -E '^[A-Za-z0-9][A-Za-z0-9._-]*==' "$lock" > .venv-image/constraints.txt
 .venv-image/bin/python -m pip install --quiet -e '.[test]' -c .venv-image/constraints.txt
 
+echo "== install: huggingface_hub 1.x"
+python3 -m venv .venv-hf1
+.venv-hf1/bin/python -m pip install --quiet --upgrade pip
+.venv-hf1/bin/python -m pip install --quiet -e '.[test]' 'huggingface_hub>=1,<2'
+
 echo "== ruff"
 .venv/bin/ruff check trtllm_builder predict.py scripts bench tests
 echo "== mypy"
@@ -49,3 +56,8 @@ PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest "$@"
 echo "== pytest: the image's versions ($lock)"
 .venv-image/bin/python -c 'import huggingface_hub, sys; print(f"Python {sys.version.split()[0]}, huggingface_hub {huggingface_hub.__version__}")'
 PATH="$PWD/.venv-image/bin:$PATH" .venv-image/bin/python -m pytest "$@"
+
+echo "== pytest: huggingface_hub 1.x (the Hub's tests)"
+.venv-hf1/bin/python -c 'import huggingface_hub, sys; print(f"Python {sys.version.split()[0]}, huggingface_hub {huggingface_hub.__version__}")'
+PATH="$PWD/.venv-hf1/bin:$PATH" .venv-hf1/bin/python -m pytest "$@" \
+    tests/test_sources_hf.py tests/test_hub_download.py tests/test_recipes.py tests/test_leaks.py

@@ -99,3 +99,20 @@ def test_releases_cite_their_sources() -> None:
     for release in RELEASES.values():
         assert release.sources and release.tritonserver
         assert all(t.startswith("nvcr.io/nvidia/tritonserver:") for t in release.tritonserver)
+
+
+def test_declared_floors_are_the_image_versions() -> None:
+    """A declared range is a promise: its floor is what the suite's second run installs (the default
+    lock's pin), so the oldest version claimed is a tested one."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [*project["dependencies"]]
+    for extra in ("triton", "s3", "cog"):
+        declared += [r for r in project["optional-dependencies"][extra] if not r.startswith("trtllm-builder")]
+    pins = lock_pins(DEFAULT_TRTLLM_VERSION)
+    for requirement in declared:
+        m = re.match(r"^([A-Za-z0-9_.-]+)(\[[^\]]*\])?(==|>=)([^,;\s]+)", requirement)
+        assert m, f"{requirement}: give a floor (>=) or an exact pin (==)"
+        name = m.group(1).lower().replace("_", "-")
+        assert pins[name] == m.group(4), f"{requirement}: the image's lock pins {name}=={pins[name]}"
