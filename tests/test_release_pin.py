@@ -40,7 +40,8 @@ def test_a_build_under_another_release_is_refused_before_anything_runs(
         assert "TRTLLM_VERSION=1.2.1" in res.stderr
     log = Path(tmp_path / "standin.log")
     ran = [json.loads(line)["script"] for line in log.read_text().splitlines()] if log.exists() else []
-    assert ran == [], f"nothing may run, not even a parser read: {ran}"
+    # only the machine query may have run (the CLI asks nvidia-smi while it plans): no step, no parser read
+    assert [r for r in ran if r != "nvidia-smi"] == [], f"nothing may run, not even a parser read: {ran}"
 
 
 def test_the_matching_release_builds_and_the_archive_names_its_runtimes(

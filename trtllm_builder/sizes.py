@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["parse_size"]
+import os
+
+from trtllm_builder.errors import ConfigError
+
+__all__ = ["parse_size", "size_from_env"]
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -18,3 +22,14 @@ def parse_size(text: str) -> int:
     if not value > 0 or value == float("inf"):
         raise ValueError(f"{text!r}: a size must be a positive number")
     return int(value * _UNITS[unit])
+
+
+def size_from_env(name: str) -> int | None:
+    """``$name`` as bytes, or None when unset; a ``ConfigError`` naming the variable when it is not a size."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"${name}: {exc}") from None

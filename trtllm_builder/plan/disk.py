@@ -27,9 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from trtllm_builder.errors import ConfigError
 from trtllm_builder.plan.planner import Plan, PlannedStep
-from trtllm_builder.sizes import parse_size
+from trtllm_builder.sizes import size_from_env
 
 __all__ = [
     "DISK_BUDGET_ENV",
@@ -95,13 +94,7 @@ class DiskNeed:
 
 def budget_from_env() -> int | None:
     """``$TRTLLM_BUILDER_DISK_BUDGET`` as bytes, or None when unset."""
-    value = os.environ.get(DISK_BUDGET_ENV)
-    if not value:
-        return None
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise ConfigError(f"${DISK_BUDGET_ENV}: {exc}") from None
+    return size_from_env(DISK_BUDGET_ENV)
 
 
 def _reads(step: PlannedStep, name: str) -> bool:

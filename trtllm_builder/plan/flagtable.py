@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from trtllm_builder.config.recipe import to_int
+
 __all__ = [
     "ALIASES",
     "OLD_DEFAULTS",
@@ -262,20 +264,11 @@ def lookup(program: str, flag: str) -> Row | None:
     return _BY_KEY.get((program, flag))  # type: ignore[arg-type]
 
 
-def _int(value: object) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return int(str(value))
-    except ValueError:
-        return None
-
-
 def seq_len(args: Mapping[str, object], *, program: str, example: str | None = None) -> tuple[int, str] | None:
     """``max_seq_len`` for ``--max_output_len`` (with ``--max_input_len``, else the old script's default)."""
     defaults = OLD_DEFAULTS.get((program, example)) or OLD_DEFAULTS.get((program, None)) or {}
-    out = _int(args.get("max_output_len"))
-    inp = _int(args.get("max_input_len"))
+    out = to_int(args.get("max_output_len"))
+    inp = to_int(args.get("max_input_len"))
     if out is None:
         return None
     how = "max_input_len"

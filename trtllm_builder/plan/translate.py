@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from trtllm_builder.config.recipe import to_int
 from trtllm_builder.config.schema import ArgValue, BuildConfig, StepSpec, Translation
 from trtllm_builder.errors import ConfigError
 from trtllm_builder.plan.flagtable import ALIASES, OLD_DEFAULTS, Row, lookup, seq_len
@@ -313,7 +314,9 @@ class _Translator:
             return
         if new == "workers":
             old = self._original  # build.py: its own world_size (or tp x pp), whatever order the flags came in
-            world = _int(old.get("world_size")) or (_int(old.get("tp_size")) or 1) * (_int(old.get("pp_size")) or 1)
+            world = to_int(old.get("world_size")) or (to_int(old.get("tp_size")) or 1) * (
+                to_int(old.get("pp_size")) or 1
+            )
             world = max(world, self._world_size(step))
             if world > 1:
                 args["workers"] = world
@@ -338,8 +341,8 @@ class _Translator:
         if source is None:
             convert = self._convert_step()
             source = convert.args if convert is not None else {}
-        tp = _int(source.get("tp_size")) or 1
-        pp = _int(source.get("pp_size")) or 1
+        tp = to_int(source.get("tp_size")) or 1
+        pp = to_int(source.get("pp_size")) or 1
         return tp * pp
 
     def _finish_old_build(self, step: _Step, spec: StepSpec, hf_input: bool, where: str) -> None:
@@ -352,20 +355,20 @@ class _Translator:
                 "(max_input_len 1024, max_seq_len = the model's max_position_embeddings)"
             )
         if "max_seq_len" not in step.args and "max_input_len" in step.args and "max_output_len" in defaults:
-            inp = _int(step.args["max_input_len"]) or 0
+            inp = to_int(step.args["max_input_len"]) or 0
             step.args["max_seq_len"] = inp + defaults["max_output_len"]
             self.notes.append(
                 f"{where}: `max_seq_len: {step.args['max_seq_len']}` (max_input_len {inp} + build.py's default "
                 f"max_output_len {defaults['max_output_len']})"
             )
         moved = step.moved
-        world = _int(spec.args.get("world_size"))
+        world = to_int(spec.args.get("world_size"))
         if hf_input or "meta_ckpt_dir" in moved:
             convert = _Step("convert", "script", "convert_checkpoint.py", None, None)
             convert.args = {"model_dir": "{model_dir}"} if "meta_ckpt_dir" not in moved else {}
             convert.args.update(moved)
-            tp = _int(convert.args.get("tp_size")) or 1
-            pp = _int(convert.args.get("pp_size")) or 1
+            tp = to_int(convert.args.get("tp_size")) or 1
+            pp = to_int(convert.args.get("pp_size")) or 1
             if world is not None and world != tp * pp:
                 self.problems.append(
                     f"{where}: `world_size: {world}` is not tp_size {tp} x pp_size {pp}: the old build.py refused "
@@ -452,15 +455,6 @@ class _Translator:
         if value.startswith("{work_dir}/"):
             return posixpath.normpath(value[len("{work_dir}/") :])
         return self._work_path(value)
-
-
-def _int(value: object) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return int(str(value))
-    except ValueError:
-        return None
 
 
 def _show(value: ArgValue) -> str:

@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from trtllm_builder.checksums import sha256_file
-from trtllm_builder.errors import ConfigError
 from trtllm_builder.progress import DEFAULT_INTERVAL_S, ProgressMeter
-from trtllm_builder.sizes import parse_size
+from trtllm_builder.sizes import size_from_env
 
 __all__ = [
     "CACHE_MAX_SIZE_ENV",
@@ -55,13 +54,7 @@ CACHE_MAX_SIZE_ENV = "TRTLLM_BUILDER_CACHE_MAX_SIZE"
 
 def cache_bound_from_env() -> int | None:
     """``$TRTLLM_BUILDER_CACHE_MAX_SIZE`` as bytes, or None when unset."""
-    value = os.environ.get(CACHE_MAX_SIZE_ENV)
-    if not value:
-        return None
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise ConfigError(f"${CACHE_MAX_SIZE_ENV}: {exc}") from None
+    return size_from_env(CACHE_MAX_SIZE_ENV)
 
 
 _HASH_CHUNK = 4 << 20
