@@ -32,6 +32,28 @@ def standin_env(scratch: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def make_engine_files(root: Path, nbytes: int, ranks: int = 4) -> list[Path]:
+    """``nbytes`` of fp16-like random data (as incompressible as real engine weights) in ``ranks``
+    rank engines, and a small ``config.json``: what packing and uploading benchmarks feed the tool."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    per = nbytes // ranks
+    files = []
+    for r in range(ranks):
+        p = root / f"rank{r}.engine"
+        with p.open("wb") as fh:
+            left = per
+            while left:
+                n = min(left, 64 << 20)
+                fh.write(rng.standard_normal(n // 2, dtype=np.float32).astype(np.float16).tobytes())
+                left -= n
+        files.append(p)
+    (root / "config.json").write_text('{"version": "1.2.1"}\n')
+    files.append(root / "config.json")
+    return files
+
+
 def make_model(dest: Path, weight_bytes: int = 0) -> Path:
     """A tiny llama-like model; with ``weight_bytes`` its safetensors file is padded to that size."""
     from modelgen import make_tiny_model

@@ -22,27 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np
+from _common import make_engine_files
 
 from trtllm_builder.package.archive import write_archive
-
-
-def make_data(root: Path, gib: float, ranks: int = 4) -> list[Path]:
-    rng = np.random.default_rng(0)
-    per = int(gib * (1 << 30)) // ranks
-    files = []
-    for r in range(ranks):
-        p = root / f"rank{r}.engine"
-        with p.open("wb") as fh:
-            left = per
-            while left:
-                n = min(left, 64 << 20)
-                fh.write(rng.standard_normal(n // 2, dtype=np.float32).astype(np.float16).tobytes())
-                left -= n
-        files.append(p)
-    (root / "config.json").write_text('{"version": "0.21.0"}\n')
-    files.append(root / "config.json")
-    return files
 
 
 def timed(fn) -> float:  # type: ignore[no-untyped-def]
@@ -63,7 +45,7 @@ def main() -> None:
     try:
         src = scratch / "src"
         src.mkdir()
-        files = make_data(src, ns.gib)
+        files = make_engine_files(src, int(ns.gib * (1 << 30)))
         names = [f.name for f in files]
         out = scratch / "out"
         out.mkdir()

@@ -27,29 +27,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import numpy as np
+from _common import make_engine_files
 from test_upload import ACCESS_KEY, SECRET_KEY, s3, start_moto, stop
 
 from trtllm_builder.outputs.upload import S3Credentials, pack_and_upload, upload_archive
 from trtllm_builder.package.archive import write_archive
-
-
-def make_data(root: Path, mib: int, ranks: int = 4) -> list[tuple[str, Path]]:
-    rng = np.random.default_rng(0)
-    per = (mib << 20) // ranks
-    out = []
-    for r in range(ranks):
-        p = root / f"rank{r}.engine"
-        with p.open("wb") as fh:
-            left = per
-            while left:
-                n = min(left, 64 << 20)
-                fh.write(rng.standard_normal(n // 2, dtype=np.float32).astype(np.float16).tobytes())
-                left -= n
-        out.append((p.name, p))
-    (root / "config.json").write_text('{"version": "0.21.0"}\n')
-    out.append(("config.json", root / "config.json"))
-    return out
 
 
 def main() -> None:
@@ -67,7 +49,7 @@ def main() -> None:
         creds = S3Credentials(ACCESS_KEY, SECRET_KEY, None, "us-east-1", endpoint)
         src = scratch / "src"
         src.mkdir()
-        members = make_data(src, ns.mib)
+        members = [(f.name, f) for f in make_engine_files(src, ns.mib << 20)]
         out = scratch / "out"
         out.mkdir()
         quiet = lambda _: None  # noqa: E731

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything the tests need (from scratch on a fresh machine) and run the whole suite twice:
+# Install everything the tests need (from scratch on a fresh machine), run ruff and mypy, and the whole
+# suite twice (the Hub tests three times), the pytest runs side by side:
 #
 #   1. .venv        this machine's python3 and the NEWEST release of every dependency: ruff, mypy, pytest
 #   2. .venv-image  Python 3.12 and the GPU image's own versions, taken from the default lock
@@ -8,7 +9,7 @@
 #   3. .venv-hf1    the newest huggingface_hub 1.x (the major between the image's 0.x and the newest 2.x,
 #                   e.g. what the GPU host on loan has): the tests of everything that talks to the Hub
 #
-# Extra arguments go to both pytest runs. CI runs exactly this (.ci/run).
+# Extra arguments go to every pytest run. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,15 +50,29 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 
-echo "== pytest: newest releases"
-.venv/bin/python -c 'import huggingface_hub, sys; print(f"Python {sys.version.split()[0]}, huggingface_hub {huggingface_hub.__version__}")'
-PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest "$@"
-
-echo "== pytest: the image's versions ($lock)"
-.venv-image/bin/python -c 'import huggingface_hub, sys; print(f"Python {sys.version.split()[0]}, huggingface_hub {huggingface_hub.__version__}")'
-PATH="$PWD/.venv-image/bin:$PATH" .venv-image/bin/python -m pytest "$@"
-
-echo "== pytest: huggingface_hub 1.x (the Hub's tests)"
-.venv-hf1/bin/python -c 'import huggingface_hub, sys; print(f"Python {sys.version.split()[0]}, huggingface_hub {huggingface_hub.__version__}")'
-PATH="$PWD/.venv-hf1/bin:$PATH" .venv-hf1/bin/python -m pytest "$@" \
-    tests/test_sources_hf.py tests/test_hub_download.py tests/test_recipes.py tests/test_leaks.py
+# The three pytest runs go side by side (most of a run is waiting on subprocesses and servers, so
+# together they take little longer than the slowest alone); each one's output is printed whole when
+# it ends, and the script fails if any run failed.
+logs=$(mktemp -d "${TMPDIR:-/tmp}/trtllm-builder-tests.XXXXXX")
+run() {  # run NAME VENV [PYTEST ARGS...]: one pytest run in VENV, its output in $logs/NAME.log
+    local name=$1 venv=$2
+    shift 2
+    {
+        "$venv/bin/python" -c 'import huggingface_hub, sys; print(f"Python {sys.version.split()[0]}, huggingface_hub {huggingface_hub.__version__}")'
+        PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" -m pytest "$@"
+    } > "$logs/$name.log" 2>&1
+}
+echo "== pytest: three runs side by side (logs in $logs)"
+run newest .venv "$@" & newest=$!
+run image .venv-image "$@" & image=$!
+run hf1 .venv-hf1 "$@" tests/test_sources_hf.py tests/test_hub_download.py tests/test_recipes.py tests/test_leaks.py & hf1=$!
+status=0
+for pair in "newest:$newest:newest releases" "image:$image:the image's versions ($lock)" "hf1:$hf1:huggingface_hub 1.x (the Hub's tests)"; do
+    IFS=: read -r name pid title <<< "$pair"
+    rc=0
+    wait "$pid" || rc=$?
+    echo "== pytest: $title: exit $rc"
+    cat "$logs/$name.log"
+    [ "$rc" -eq 0 ] || status=1
+done
+exit "$status"
