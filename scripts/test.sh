@@ -75,4 +75,5 @@ for pair in "newest:$newest:newest releases" "image:$image:the image's versions 
     cat "$logs/$name.log"
     [ "$rc" -eq 0 ] || status=1
 done
+rm -rf "$logs"  # every log was printed above
 exit "$status"
