@@ -132,6 +132,16 @@ def test_the_old_flags_are_translated_into_the_new_ones(run_cli: CliRun, tmp_pat
     assert "--max_output_len" not in build_args and "--max_seq_len" in build_args
 
 
+@pytest.mark.parametrize("switch", ["paged_kv_cache:", "paged_kv_cache: true", "paged_kv_cache: True"])
+def test_a_bare_or_boolean_old_switch_maps_through_its_values(run_cli: CliRun, tmp_path: Path, switch: str) -> None:
+    """0.8's `--paged_kv_cache` was a plain switch: on, written bare or as a boolean, it is `kv_cache_type paged`."""
+    text = (EXAMPLES / "llama-2-7b-int8-weight-only.yaml").read_text().replace("paged_kv_cache: enable", switch)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    build_args = plan_json(run_cli, cfg, tmp_path / "w")["steps"][1]["argv"]
+    assert build_args[build_args.index("--kv_cache_type") + 1] == "paged"
+
+
 BUILD_PY = """\
 model_id: org/tiny
 example_name: llama

@@ -16,17 +16,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from trtllm_builder.config.recipe import to_int
 
 __all__ = [
     "ALIASES",
+    "HF_CONVERT_RE",
     "OLD_DEFAULTS",
     "ROWS",
     "Row",
     "hint",
+    "is_bare",
     "lookup",
+    "new_value",
     "old_script_hint",
     "seq_len",
 ]
@@ -278,6 +281,24 @@ def seq_len(args: Mapping[str, object], *, program: str, example: str | None = N
     return inp + out, f"{how} {inp} + max_output_len {out}: --max_seq_len counts the input and the output tokens"
 
 
+_V = TypeVar("_V")
+
+
+def is_bare(value: object) -> bool:
+    """A switch as cog-trt-llm wrote it (`key:`, `key: ""`, `key: true`); identity, since 1 == True."""
+    return value is None or value is True or value == ""
+
+
+def new_value(row: Row, value: _V) -> _V | str | bool:
+    """What ``value`` of ``row``'s old flag is under its new name (rename / move): ``row.values`` looked
+    up case-insensitively (a bare switch as ``true``), else a bare switch ``True``, anything else as given."""
+    if row.values is not None:
+        key = "true" if is_bare(value) else str(value).lower()
+        if key in row.values:
+            return row.values[key]
+    return True if is_bare(value) else value
+
+
 def hint(program: str, flag: str, args: Mapping[str, object]) -> str | None:
     """The exact rewrite of an old ``--flag`` given to ``program`` in the project form, or None.
 
@@ -299,7 +320,8 @@ def hint(program: str, flag: str, args: Mapping[str, object]) -> str | None:
         total, how = got
         return f"write `max_seq_len: {total}` instead ({how})"
     if row.action in ("rename", "move") and row.new is not None:
-        shown = "true" if bare else str(row.values.get(str(value), value) if row.values else value)
+        mapped = new_value(row, value)
+        shown = "true" if mapped is True else str(mapped)
         if row.new == "gpt_attention_plugin" and bare:
             return f"it is `gpt_attention_plugin: auto` now, the default: remove `{flag}`"
         if row.new == "gemm_plugin" and bare:
@@ -316,12 +338,12 @@ def hint(program: str, flag: str, args: Mapping[str, object]) -> str | None:
     return None
 
 
-_HF_CONVERT_RE = re.compile(r"^hf_([A-Za-z0-9]+)_convert\.py$")
+HF_CONVERT_RE = re.compile(r"^hf_([A-Za-z0-9]+)_convert\.py$")
 
 
 def old_script_hint(script: str, example: str) -> str | None:
     """What replaced a 0.5-0.7 script name in a project-form step, or None."""
-    if _HF_CONVERT_RE.match(script):
+    if HF_CONVERT_RE.match(script):
         return (
             f"`{script}` is a 0.5-0.7 script; this release converts with `script: convert_checkpoint.py` "
             f"(example `{example}`) and builds with `command: trtllm-build`. A cog-trt-llm-form config is "

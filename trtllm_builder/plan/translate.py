@@ -35,7 +35,7 @@ import yaml
 from trtllm_builder.config.recipe import to_int
 from trtllm_builder.config.schema import ArgValue, BuildConfig, StepSpec, Translation
 from trtllm_builder.errors import ConfigError
-from trtllm_builder.plan.flagtable import ALIASES, OLD_DEFAULTS, Row, lookup, seq_len
+from trtllm_builder.plan.flagtable import ALIASES, HF_CONVERT_RE, OLD_DEFAULTS, Row, is_bare, lookup, new_value, seq_len
 from trtllm_builder.plan.parsers import ParserCache, program_label
 from trtllm_builder.plan.tree import TrtllmTree
 
@@ -49,13 +49,7 @@ SRC = "/src/"
 # Where cog-trt-llm's image had the TensorRT-LLM checkout (its predict.py: TRTLLM_DIR).
 TREE_PREFIXES = ("/src/TensorRT-LLM/", "/src/tensorrtllm_backend/tensorrt_llm/")
 OUTPUT_FLAGS = frozenset({"output_dir", "output-dir", "out-dir", "out_dir", "output_model_dir", "export_path"})
-_HF_CONVERT_RE = re.compile(r"^hf_([A-Za-z0-9]+)_convert\.py$")
 _GPU_DIR_RE = re.compile(r"^\d+-gpu$")
-
-
-def _bare(value: object) -> bool:
-    """A switch as cog-trt-llm wrote it (`key:`, `key: ""`, `key: true`); identity, since 1 == True."""
-    return value is None or value is True or value == ""
 
 
 @dataclass
@@ -190,7 +184,7 @@ class _Translator:
                         f"`{raw_flag}: {value}`", f"`{raw_flag}: {written}`"
                     )
             else:
-                args[raw_flag] = True if _bare(value) else value  # `key:` is a switch: `true` in the project form
+                args[raw_flag] = True if is_bare(value) else value  # `key:` is a switch: `true` in the project form
             if len(self.notes) == before:  # no note of its own: say how its path was mapped
                 self.notes.extend(self._path_notes)
         step.args = args
@@ -224,13 +218,13 @@ class _Translator:
                 f"(not in example `{self.example}`)"
             )
             return "quantize.py"
-        if _HF_CONVERT_RE.match(script) or script == "build.py":
+        if HF_CONVERT_RE.match(script) or script == "build.py":
             try:
                 self.tree.script(self.example, "convert_checkpoint.py")
             except ConfigError as exc:
                 self.problems.append(f"step `{spec.name}`: `{script}` (a 0.5-0.7 script) has no successor here: {exc}")
                 return "missing"
-        if _HF_CONVERT_RE.match(script):
+        if HF_CONVERT_RE.match(script):
             step.kind, step.script, step.ft = "hf_convert", "convert_checkpoint.py", True
             self.notes.append(
                 f"step `{spec.name}`: `{script}` (0.5-0.7, FasterTransformer format) -> `convert_checkpoint.py` "
@@ -271,7 +265,7 @@ class _Translator:
         original: Mapping[str, ArgValue],
     ) -> bool:
         """Apply ``row`` to ``--flag value``; returns True when a build.py reads the HF model directly."""
-        bare = _bare(value)
+        bare = is_bare(value)
         shown = f"`{flag}`" if bare else f"`{flag}: {value}`"
         if row.action == "refuse":
             self.problems.append(f"{where}: `--{flag}`: {row.why}; nearest current equivalent: {row.nearest}")
@@ -296,16 +290,16 @@ class _Translator:
         elif row.action == "move":
             target = convert if step.kind == "old_build" else None
             if target is None:  # a build.py that read the HF model: its convert step is made afterwards
-                step.moved[row.new or flag] = self._value(row, value)
+                step.moved[row.new or flag] = new_value(row, value)
             elif row.new == "dtype" and "dtype" in target.args:
                 self.notes.append(f"{where}: {shown} dropped: the checkpoint's dtype (step `{target.name}`) decides")
             else:
-                target.args[row.new or flag] = self._value(row, value)
+                target.args[row.new or flag] = new_value(row, value)
                 self.notes.append(f"{where}: {shown} moved to step `{target.name}` ({row.why})")
         return False
 
     def _rename(self, row: Row, flag: str, value: ArgValue, step: _Step, args: dict[str, ArgValue], where: str) -> None:
-        bare = _bare(value)
+        bare = is_bare(value)
         new = row.new or flag
         if value is False:
             return
@@ -324,16 +318,10 @@ class _Translator:
             else:
                 self.notes.append(f"{where}: `{flag}` dropped: one rank, nothing to build in parallel")
             return
-        mapped: ArgValue = "auto" if new == "gemm_plugin" and bare else self._value(row, value)
+        mapped: ArgValue = "auto" if new == "gemm_plugin" and bare else new_value(row, value)
         args[new] = mapped
         why = f" ({row.why})" if row.why and not (new == "gpt_attention_plugin" and not bare) else ""
         self.notes.append(f"{where}: `{flag}{'' if bare else f': {value}'}` -> `{new}: {_show(mapped)}`{why}")
-
-    @staticmethod
-    def _value(row: Row, value: ArgValue) -> ArgValue:
-        if row.values is not None and isinstance(value, str | int | float) and not isinstance(value, bool):
-            return row.values.get(str(value).lower(), value)
-        return True if _bare(value) else value
 
     def _world_size(self, step: _Step | None = None) -> int:
         """tp x pp of the conversion: the earlier convert step's, or what a build.py moves to its own."""
