@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,16 +28,7 @@ __all__ = [
 Quantization = Literal[
     "none", "int8_weight_only", "int4_weight_only", "int4_awq", "smooth_quant", "fp8", "fp8_kv", "int8_kv"
 ]
-QUANTIZATIONS: tuple[str, ...] = (
-    "none",
-    "int8_weight_only",
-    "int4_weight_only",
-    "int4_awq",
-    "smooth_quant",
-    "fp8",
-    "fp8_kv",
-    "int8_kv",
-)
+QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
 # What quantize.py (ModelOpt) calls each quantization it handles.
 QFORMAT = {"int4_awq": "int4_awq", "smooth_quant": "int8_sq", "fp8": "fp8", "fp8_kv": "fp8"}
 # Quantizations whose engines need compute capability >= 8.9 (checked by preflight).

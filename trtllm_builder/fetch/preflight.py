@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from trtllm_builder.config.recipe import to_int
 from trtllm_builder.errors import BuilderError, PreflightError
 from trtllm_builder.plan import disk
 from trtllm_builder.plan.argv import flag_values
@@ -21,7 +22,6 @@ from trtllm_builder.plan.planner import Plan
 
 __all__ = ["Finding", "Needs", "check_machine", "plan_needs", "preflight", "raise_for_errors"]
 
-GIB = 1 << 30
 FP8_MIN_CC = (8, 9)
 FP4_MIN_CC = (10, 0)
 
@@ -86,13 +86,6 @@ class Needs:
     sm100_refused: tuple[str, ...] = ()  # "step `convert`: `--use_weight_only` (INT8/INT4 weight-only)", ...
 
 
-def _int(text: str | None) -> int | None:
-    try:
-        return int(text) if text else None
-    except ValueError:
-        return None
-
-
 def plan_needs(plan: Plan) -> Needs:
     """World size, FP8/FP4 use, build workers and output count, read from the plan's args."""
     world, world_from = 1, "no tp_size/pp_size given: one GPU"
@@ -103,9 +96,9 @@ def plan_needs(plan: Plan) -> Needs:
     sm100: list[str] = []
     for step in plan.steps:
         args = flag_values(step.args)
-        tp = next((v for f in _TP_FLAGS if (v := _int(args.get(f))) is not None), None)
-        pp = next((v for f in _PP_FLAGS if (v := _int(args.get(f))) is not None), None)
-        cp = next((v for f in _CP_FLAGS if (v := _int(args.get(f))) is not None), None)
+        tp = next((v for f in _TP_FLAGS if (v := to_int(args.get(f))) is not None), None)
+        pp = next((v for f in _PP_FLAGS if (v := to_int(args.get(f))) is not None), None)
+        cp = next((v for f in _CP_FLAGS if (v := to_int(args.get(f))) is not None), None)
         size = (tp or 1) * (pp or 1) * (cp or 1)
         if size > world:
             world = size
@@ -113,7 +106,7 @@ def plan_needs(plan: Plan) -> Needs:
             world_from = " x ".join(parts) + f" in step `{step.name}`"
         if step.expect in ("checkpoint", "engine", "any"):
             outputs += 1
-        if (w := _int(args.get("workers"))) is not None and step.expect in ("engine", "any"):
+        if (w := to_int(args.get("workers"))) is not None and step.expect in ("engine", "any"):
             workers = max(workers, w)
         for flag, value in args.items():
             bare = value == "true"  # flag_values() reads a bare switch as "true"
@@ -157,10 +150,6 @@ def _gpu_list(gpus: Sequence[GpuInfo]) -> str:
         key = f"{g.name} (compute capability {g.compute_capability})"
         names[key] = names.get(key, 0) + 1
     return ", ".join(f"{n} x {k}" if n > 1 else k for k, n in names.items())
-
-
-def _gib(n: int) -> str:
-    return f"{n / GIB:.1f} GiB"
 
 
 def preflight(
@@ -246,8 +235,8 @@ def preflight(
             found.append(
                 Finding(
                     "error",
-                    f"not enough disk: the build needs about {_gib(need.total)} at its peak ({need.describe()}), "
-                    f"but only {_gib(free_disk)} are free{where}: free some space, or point the work dir "
+                    f"not enough disk: the build needs about {disk.gib(need.total)} at its peak ({need.describe()}), "
+                    f"but only {disk.gib(free_disk)} are free{where}: free some space, or point the work dir "
                     "(--work-dir) and the cache (--cache-dir) at a larger disk",
                 )
             )
@@ -255,8 +244,8 @@ def preflight(
             found.append(
                 Finding(
                     "error",
-                    f"the build needs about {_gib(need.total)} of disk at its peak ({need.describe()}), more than "
-                    f"the disk budget of {_gib(disk_budget)} (--disk-budget / ${disk.DISK_BUDGET_ENV}): raise it",
+                    f"the build needs about {disk.gib(need.total)} of disk at its peak ({need.describe()}), more than "
+                    f"the disk budget of {disk.gib(disk_budget)} (--disk-budget / ${disk.DISK_BUDGET_ENV}): raise it",
                 )
             )
     return found

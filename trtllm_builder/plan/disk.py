@@ -15,7 +15,7 @@ build uses disk:
 So a convert + build plan peaks at model + checkpoint + engine + archive (4x the model) when the
 step cache keeps everything, and at 3x in lean mode or without the cache: the build step needs its
 checkpoint and its engine at once, packing the engine and the archive. The pipeline picks lean
-mode when keeping everything does not fit (see :func:`choose`), and says so.
+mode when keeping everything does not fit, and says so.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ __all__ = [
     "estimate",
     "fits",
     "gib",
-    "lean_needed",
     "place",
     "places_for",
     "shortfalls",
@@ -183,14 +182,3 @@ def devices_of(places: Mapping[str, Place]) -> dict[str, int]:
 
 def fits(need: DiskNeed, places: Mapping[str, Place], budget: int | None) -> bool:
     return not shortfalls(need, places, budget)
-
-
-def lean_needed(
-    plan: Plan, model_bytes: int, places: Mapping[str, Place], budget: int | None
-) -> tuple[bool, DiskNeed, DiskNeed]:
-    """(lean?, the keep-everything estimate, the lean one) for a build with the step cache on,
-    its model already on disk."""
-    devices = devices_of(places)
-    keep = estimate(plan, model_bytes, download=False, step_cache=True, lean=False, devices=devices)
-    lean = estimate(plan, model_bytes, download=False, step_cache=True, lean=True, devices=devices)
-    return not fits(keep, places, budget), keep, lean

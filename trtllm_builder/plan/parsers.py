@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trtllm_builder.plan import flagtable
+from trtllm_builder.plan.versions import trtllm_version
 
 __all__ = [
     "DUMP_ENV",
@@ -274,13 +274,6 @@ def _resolve(program: Sequence[str], python: str) -> tuple[str, Path] | tuple[No
     return None, path
 
 
-def _installed_trtllm() -> str | None:
-    try:
-        return importlib.metadata.version("tensorrt_llm")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def cache_key(script: Path, interpreter: str | None) -> str:
     """sha256 of what decides a parser: the script and its sibling modules, Python and TensorRT-LLM."""
     h = hashlib.sha256(f"trtllm-builder-parser {CACHE_FORMAT}\n".encode())
@@ -290,7 +283,7 @@ def cache_key(script: Path, interpreter: str | None) -> str:
         with contextlib.suppress(OSError):
             h.update(f"\n--{sib.name}--\n".encode() + sib.read_bytes())
     pyver = platform.python_version() if interpreter in (None, sys.executable) else os.path.realpath(interpreter)
-    h.update(f"\npython {pyver}\ntensorrt_llm {_installed_trtllm()}\n".encode())
+    h.update(f"\npython {pyver}\ntensorrt_llm {trtllm_version(None)}\n".encode())
     return h.hexdigest()
 
 
@@ -651,17 +644,16 @@ def _unknown(flag: str, spec: ParserSpec, label: str, program: str | None, args:
     rewrite = flagtable.hint(program, _key(flag), args) if program else None
     if rewrite is not None:
         return f"{msg}; {rewrite}"
-    why = ""
     close: list[str] = []
     prefixed = [f for f in longs if f.startswith(flag)]
     for c in [*difflib.get_close_matches(flag, longs, n=3, cutoff=0.6), *prefixed[:3]]:
         if c not in close:
             close.append(c)
-    if close:  # a known replacement plus the closest spelling, else the three closest
-        msg += "; did you mean " + ", ".join(f"`{c}`" for c in close[: 2 if why else 3]) + "?"
+    if close:  # the three closest spellings, then flags it abbreviates
+        msg += "; did you mean " + ", ".join(f"`{c}`" for c in close[:3]) + "?"
     if prefixed:
-        why += " (abbreviated flags are not accepted: write the full name)"
-    return msg + why
+        msg += " (abbreviated flags are not accepted: write the full name)"
+    return msg
 
 
 def check_tokens(

@@ -23,7 +23,7 @@ from trtllm_builder.plan.argv import PLACEHOLDER_RE, display, flag_values, rende
 from trtllm_builder.plan.expand import steps_yaml
 from trtllm_builder.plan.layout import Expect
 from trtllm_builder.plan.parsers import ParserCache, ParserResult, check_tokens, program_label
-from trtllm_builder.plan.translate import translation_yaml
+from trtllm_builder.plan.translate import known_flags_from, translation_yaml
 from trtllm_builder.plan.tree import TrtllmTree
 
 __all__ = [
@@ -88,7 +88,6 @@ class Plan:
     model_dir: Path
     steps: tuple[PlannedStep, ...]
     notes: tuple[str, ...] = ()
-    extra_roots: tuple[Path, ...] = field(default=())
     # where the model really is: a local directory, the model cache (never written by a step)
     model_roots: tuple[Path, ...] = field(default=())
 
@@ -222,7 +221,6 @@ def _check_value_paths(
     work_dir: Path,
     model_dir: Path,
     tree: TrtllmTree,
-    extra: tuple[Path, ...],
 ) -> None:
     """``tokens`` are (as written, as substituted) pairs.
 
@@ -230,7 +228,7 @@ def _check_value_paths(
     possibly a link into the step cache), so only its spelled-out path is checked; a literal
     value is also checked with symlinks resolved, so a link cannot smuggle a path out.
     """
-    allowed = [work_dir, model_dir, tree.examples, *extra]
+    allowed = [work_dir, model_dir, tree.examples]
     for raw, tok in tokens:
         if tok.startswith("--"):
             continue
@@ -436,7 +434,6 @@ def make_plan(
                 work_dir=work_dir,
                 model_dir=model_dir,
                 tree=tree,
-                extra=plan.extra_roots,
             )
         except ConfigError as exc:
             problems.append(str(exc))
@@ -472,10 +469,11 @@ def _parser_flags_of(
         programs.append((program, program_label(program, tree.examples)))
     parsers.lookup_many(programs)
 
+    known = known_flags_from(parsers, tree, python=python, which=which)
+
     def flags_of(name: str, script: Path | None) -> frozenset[str] | None:
-        program = (python, str(script)) if script is not None else (which(name) or name,)
-        found = parsers.lookup(program, label=program_label(program, tree.examples))
-        return found.spec.flag_names() if found.spec is not None else fallback(name, script)
+        found = known(script, name)
+        return found if found is not None else fallback(name, script)
 
     return flags_of
 
@@ -541,7 +539,8 @@ def _plan_step(
     args: dict[str, Any] = dict(spec.args)
     # an untranslated cog-trt-llm config (translate.py maps its paths otherwise); before the script
     # lookup, since a wrong model path is the clearer error
-    if config.form == "cog-trt-llm" and config.translation is None:
+    legacy = config.form == "cog-trt-llm" and config.translation is None
+    if legacy:
         args = {
             k: (
                 [_rewrite_legacy(x, config.model.id) if isinstance(x, str) else x for x in v]
@@ -586,7 +585,8 @@ def _plan_step(
     # Where does the step write?
     user_out_flag = next((k for k in OUTPUT_FLAGS if k in args), None)
     if spec.output_dir is not None:
-        out = _resolve_in_work(_rewrite_legacy(spec.output_dir, config.model.id), work_dir, "output_dir")
+        raw_out = _rewrite_legacy(spec.output_dir, config.model.id) if legacy else spec.output_dir
+        out = _resolve_in_work(raw_out, work_dir, "output_dir")
     elif user_out_flag is not None and isinstance(args[user_out_flag], str):
         raw = str(args[user_out_flag])
         raw = raw.replace("{work_dir}", str(work_dir))

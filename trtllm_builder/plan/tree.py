@@ -53,10 +53,6 @@ class TrtllmTree:
             )
         return found
 
-    def example_dir(self, name: str) -> Path:
-        """The first of :meth:`example_dirs` (the newest layout)."""
-        return self.example_dirs(name)[0]
-
     def script(self, example: str, script: str) -> Path:
         """Resolve ``script`` in the example's dir(s), else the examples root (e.g. ``run.py``).
 
@@ -92,10 +88,6 @@ class TrtllmTree:
 
     def _inside(self, path: Path) -> bool:
         return path.resolve().is_relative_to(self.examples.resolve())
-
-    def contains(self, path: Path) -> bool:
-        """True when ``path`` (symlinks resolved) lies inside the examples tree."""
-        return self._inside(path)
 
 
 def find_tree(trtllm_dir: str | os.PathLike[str] | None = None) -> TrtllmTree:
