@@ -38,7 +38,7 @@ from trtllm_builder.outputs.serving import check_outputs, run_smoke_test, triton
 from trtllm_builder.outputs.upload import S3Credentials, UploadResult, pack_and_upload
 from trtllm_builder.package.archive import remove_stale_partials, write_archive
 from trtllm_builder.plan import disk
-from trtllm_builder.plan.argv import display, redact
+from trtllm_builder.plan.argv import display
 from trtllm_builder.plan.gpu import GpuInfo, detect_gpus
 from trtllm_builder.plan.layout import Found, describe_dir, inspect_dir, locate
 from trtllm_builder.plan.parsers import ParserCache
@@ -53,7 +53,7 @@ from trtllm_builder.run.stepcache import CachedStep, Hold, StepCache, content_ha
 from trtllm_builder.run.workdir import default_work_dir, owned_work_dir, remove_inside
 from trtllm_builder.secrets import collect as collect_secrets
 from trtllm_builder.secrets import hf_token as hf_token_of
-from trtllm_builder.secrets import mask_url, scrub, secrets_in_text, step_environment
+from trtllm_builder.secrets import mask, mask_url, scrub, secrets_in_text, step_environment
 
 __all__ = ["BuildOptions", "BuildResult", "StepRecord", "build", "build_secrets", "default_cache_dir", "prepare"]
 
@@ -277,15 +277,16 @@ def _manifest(
     gpus: list[GpuInfo],
     tree: TrtllmTree,
 ) -> dict[str, Any]:
+    version = trtllm_version(tree.root)
     return {
         "format_version": 1,
         "tool": {"name": "trtllm-builder", "version": __version__},
         "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "config": config.raw,
         "model": {"id": model.id, "source": model.source, "revision": model.revision},
-        "trtllm": {"version": trtllm_version(tree.root)},
+        "trtllm": {"version": version},
         # an engine runs only under the TensorRT-LLM that built it: the runtimes that ship it
-        "serving": serving_runtime(trtllm_version(tree.root)),
+        "serving": serving_runtime(version),
         "gpus": [{"name": g.name, "compute_capability": g.compute_capability} for g in gpus],
         "engine": _engine_summary(engine),
         "steps": [r.as_dict() for r in records],
@@ -474,7 +475,7 @@ def _run_or_reuse(
     where = str(found.path if found else step.output_dir)
     layout = found.layout if found else None
     record = StepRecord(
-        step.name, [redact(a, secrets) for a in argv], rc, duration, where, layout, cached,
+        step.name, [mask(a, secrets) for a in argv], rc, duration, where, layout, cached,
         peak_rss_bytes=figures[0], output_bytes=figures[1],
     )  # fmt: skip
     return found, record
@@ -547,7 +548,7 @@ def _reuse_tail(
     mode, hit = shortcut
     argv = plan.argv(step, outputs)
     log(f"==> [{index}/{len(plan.steps)}] {step.name}: {display(argv, secrets)}")
-    shown = [redact(a, secrets) for a in argv]
+    shown = [mask(a, secrets) for a in argv]
     if hit is None:
         log(f"<== {step.name}: skipped: not in the step cache, and no step that runs needs its output")
         return None, StepRecord(step.name, shown, None, 0.0, str(step.output_dir), None, False, skipped=True)

@@ -14,7 +14,7 @@ the runner feeds every chunk it reads through :class:`StreamRedactor` first:
 * at the end of the stream a held tail that covers at least :data:`MIN_PARTIAL` characters of a
   secret is masked too (a step killed while printing a token).
 
-The secrets are the forms the caller passes (``argv.redact``'s list: raw, stripped, URL-quoted ...).
+The secrets are the forms the caller passes (the list ``secrets.mask`` is given: raw, stripped, URL-quoted ...).
 """
 
 from __future__ import annotations

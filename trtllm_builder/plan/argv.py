@@ -21,7 +21,7 @@ from trtllm_builder.config.schema import ArgValue
 from trtllm_builder.errors import ConfigError
 from trtllm_builder.secrets import MASK, mask
 
-__all__ = ["PLACEHOLDER_RE", "display", "flag_values", "placeholders_in", "redact", "render_args", "substitute"]
+__all__ = ["PLACEHOLDER_RE", "display", "flag_values", "placeholders_in", "render_args", "substitute"]
 
 _PLACEHOLDER = "TRTLLM_BUILDER_MASKED_SECRET"
 PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
@@ -84,11 +84,6 @@ def substitute(token: str, values: Mapping[str, str]) -> str:
         return values[name]
 
     return PLACEHOLDER_RE.sub(repl, token)
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every form of every secret replaced by ``**********`` (see :mod:`.secrets`)."""
-    return mask(text, secrets)
 
 
 def display(argv: Sequence[str], secrets: Sequence[str] = ()) -> str:

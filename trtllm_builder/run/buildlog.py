@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from trtllm_builder.plan.argv import redact
+from trtllm_builder.secrets import mask
 
 __all__ = ["BUILD_LOG_NAME", "BuildLog", "LogLimits"]
 
@@ -114,7 +114,7 @@ class BuildLog:
 
     def __call__(self, line: str) -> None:
         """A message of the pipeline or a note of the runner: kept and always shown."""
-        line = redact(line, self.secrets)
+        line = mask(line, self.secrets)
         self._write(line, self._clock())
         self._forward(line)
 

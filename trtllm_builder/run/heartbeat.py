@@ -91,13 +91,11 @@ class Heartbeat:
         self.first_s = first_s
         self.every_s = every_s
         self.sample_s = sample_s
-        self._clock = clock
         self.start = clock()
         self.peak_rss = 0
         self._sampled = float("-inf")
         self._last_beat: float | None = None
         self._silence_from = self.start
-        self.beats = 0
 
     def output(self, now: float) -> None:
         """The step printed something: silence starts again."""
@@ -119,7 +117,6 @@ class Heartbeat:
     def beat(self, root_pid: int | None, now: float) -> str:
         """The heartbeat line as of ``now`` (and mark it sent)."""
         self._last_beat = now
-        self.beats += 1
         self._sampled = float("-inf")
         self.sample(root_pid, now)
         parts = [f"still running: {format_duration(now - self.start)}"]

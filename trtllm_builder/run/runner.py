@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import IO
 
 from trtllm_builder.errors import LeftoverError, StepFailed, StepKilled, StepTimeout
-from trtllm_builder.plan.argv import display, redact
+from trtllm_builder.plan.argv import display
 from trtllm_builder.redactor import StreamRedactor
 from trtllm_builder.run.heartbeat import EVERY_S, FIRST_S, Heartbeat
 from trtllm_builder.run.supervisor import Supervisor, holders
+from trtllm_builder.secrets import mask
 
 __all__ = ["HEARTBEAT", "MAX_LINE_BYTES", "TAIL_LINES", "RunResult", "run_step"]
 
@@ -148,7 +149,7 @@ class _Reader(threading.Thread):
         if _CTRL_B.search(raw):
             text = _CTRL_RE.sub("", text.replace("\t", "    "))
         if self.secrets:
-            text = redact(text, self.secrets)  # a secret broken up by escape sequences within a line
+            text = mask(text, self.secrets)  # a secret broken up by escape sequences within a line
         line = text.rstrip()
         if self._cut:
             line += f" ... [{self._cut} bytes cut]"
@@ -193,11 +194,11 @@ def _hold_locks(paths: Sequence[Path], name: str, note: Callable[[str], None], s
                 if deadline is None:
                     deadline = now + LEFTOVER_WAIT_S
                     who = _describe(holders(path))
-                    note(redact(f"[{name}] waiting for processes of an earlier run of this step to stop{who}", secrets))
+                    note(mask(f"[{name}] waiting for processes of an earlier run of this step to stop{who}", secrets))
                 elif now > deadline:
                     who = _describe(holders(path))
                     raise LeftoverError(
-                        redact(
+                        mask(
                             f"step `{name}`: processes left by an earlier, killed run of this step still hold "
                             f"{path}{who}; stop them (kill <pid>) and run again",
                             secrets,
@@ -327,9 +328,9 @@ def _follow(
                     exited_at = now
                     left = sup.exit.get("leftovers") or []
                     if left:
-                        who = _describe([(int(p), str(c)) for p, c in left])
+                        who = _describe(left)
                         what = f"the step exited; stopped {len(left)} processes it left behind{who}"
-                        note(redact(prefix + what, secrets))
+                        note(mask(prefix + what, secrets))
                 if eof or now - exited_at > _AFTER_EXIT_S:
                     break  # something outside the tree holds the pipe: the step is over anyway
             elif sup.gone:

@@ -57,7 +57,6 @@ def cache_bound_from_env() -> int | None:
     return size_from_env(CACHE_MAX_SIZE_ENV)
 
 
-_HASH_CHUNK = 4 << 20
 _META = "meta.json"
 _OUT = "output"
 
@@ -129,20 +128,11 @@ def _hash_files(paths: Sequence[Path], meter: ProgressMeter | None = None) -> li
 
     ``meter`` counts the bytes; the calling thread ticks it while the helper threads hash.
     """
-
-    def one(path: Path) -> str:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            while chunk := fh.read(_HASH_CHUNK):
-                h.update(chunk)
-                if meter is not None:
-                    meter.add(len(chunk))
-        return h.hexdigest()
-
     if not paths:
         return []
+    on_chunk = meter.add if meter is not None else None
     with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1, 8)) as pool:
-        futures = [pool.submit(one, p) for p in paths]
+        futures = [pool.submit(sha256_file, p, on_chunk) for p in paths]
         printed = False
         while wait(futures, timeout=0.2).not_done:
             printed = (meter is not None and meter.tick()) or printed
@@ -167,24 +157,26 @@ def _listing(root: Path) -> tuple[dict[str, Path], dict[str, str]]:
     return files, links
 
 
-def record_files(root: Path, meter: ProgressMeter | None = None) -> dict[str, Any]:
-    """What :meth:`StepCache.verify` checks later: each file's size and sha256, each link's target."""
-    files, links = _listing(root)
+def _sizes(files: dict[str, Path]) -> dict[str, int]:
+    """Each listed file's size in bytes (one stat per file)."""
+    return {n: p.stat().st_size for n, p in files.items()}
+
+
+def _record(
+    files: dict[str, Path], sizes: dict[str, int], links: dict[str, str], meter: ProgressMeter | None
+) -> dict[str, Any]:
     names = sorted(files)
     digests = _hash_files([files[n] for n in names], meter)
     return {
-        "files": {n: {"size": files[n].stat().st_size, "sha256": d} for n, d in zip(names, digests, strict=True)},
+        "files": {n: {"size": sizes[n], "sha256": d} for n, d in zip(names, digests, strict=True)},
         "links": links,
     }
 
 
-def _du(path: Path) -> int:
-    total = 0
-    for p in path.rglob("*"):
-        with contextlib.suppress(OSError):
-            if p.is_file() and not p.is_symlink():
-                total += p.stat().st_size
-    return total
+def record_files(root: Path, meter: ProgressMeter | None = None) -> dict[str, Any]:
+    """What :meth:`StepCache.verify` checks later: each file's size and sha256, each link's target."""
+    files, links = _listing(root)
+    return _record(files, _sizes(files), links, meter)
 
 
 class StepCache:
@@ -235,18 +227,19 @@ class StepCache:
         if not isinstance(record, dict):
             return ["it has no checksums (written by an older trtllm-builder)"]
         files, links = _listing(entry.output)
+        sizes = _sizes(files)
         problems = [f"{n} is missing" for n in sorted(set(record) - set(files))]
         problems += [f"{n} was not there when the step finished" for n in sorted(set(files) - set(record))]
         if links != entry.meta.get("links", {}):
             problems.append("its links changed")
         for name in sorted(set(record) & set(files)):
-            size, want = files[name].stat().st_size, record[name].get("size")
+            size, want = sizes[name], record[name].get("size")
             if size != want:
                 problems.append(f"{name} has {size} bytes, {want} when the step finished")
         if problems:
             return problems
         names = sorted(files)
-        meter = self._meter(f"verify {entry.meta.get('step', '?')}", sum(p.stat().st_size for p in files.values()))
+        meter = self._meter(f"verify {entry.meta.get('step', '?')}", sum(sizes.values()))
         for name, digest in zip(names, _hash_files([files[n] for n in names], meter), strict=True):
             want = str(record[name].get("sha256"))
             if digest != want:
@@ -304,10 +297,13 @@ class StepCache:
             except OSError:
                 shutil.copytree(output, tmp / _OUT, symlinks=True)
                 shutil.rmtree(output)
+            files, links = _listing(tmp / _OUT)
+            sizes = _sizes(files)
+            size = sum(sizes.values())
             meta = {
                 **meta,
-                **record_files(tmp / _OUT, self._meter(f"checksum {meta.get('step', '?')}", _du(tmp / _OUT))),
-                "size": _du(tmp / _OUT),
+                **_record(files, sizes, links, self._meter(f"checksum {meta.get('step', '?')}", size)),
+                "size": size,
                 "created": time.time(),
                 "last_used": time.time(),
             }
@@ -343,16 +339,8 @@ class StepCache:
         for entry, meta in entries:
             if total <= self.max_bytes:
                 break
-            if entry.name == keep:
+            if entry.name == keep or not self.drop(entry.name):  # False: in use by a running build
                 continue
-            with (self.root / f"{entry.name}.use").open("w") as fh:
-                try:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # in use by a running build
-                trash = self.root / f".evict-{entry.name}-{os.getpid()}"
-                os.rename(entry, trash)
-                shutil.rmtree(trash, ignore_errors=True)
             total -= int(meta.get("size", 0))
             evicted.append(entry.name)
             self.log(f"step cache: evicted {meta.get('step', '?')} ({int(meta.get('size', 0)) / 2**20:.1f} MiB)")
