@@ -15,15 +15,10 @@ from trtllm_builder.config.yamlsafe import MAX_CONFIG_BYTES
 from trtllm_builder.errors import ConfigError, FetchError
 from trtllm_builder.secrets import mask_url
 
-__all__ = ["MAX_CONFIG_BYTES", "display_url", "read_config_text"]
+__all__ = ["MAX_CONFIG_BYTES", "read_config_text"]
 
 _CHUNK = 64 * 1024
 CONFIG_TIMEOUT = 30.0  # seconds for the whole request: connecting, headers and body
-
-
-def display_url(url: str) -> str:
-    """``url`` as it may be shown: without credentials, its query masked (signed URLs carry secrets there)."""
-    return mask_url(url)
 
 
 def read_config_text(source: str | Path, *, timeout: float | None = None) -> str:
@@ -38,14 +33,12 @@ def read_config_text(source: str | Path, *, timeout: float | None = None) -> str
     scheme = urlsplit(text).scheme.lower() if isinstance(source, str) else ""
     if scheme in ("http", "https"):
         data = _read_url(text, timeout=CONFIG_TIMEOUT if timeout is None else timeout)
-        where = display_url(text)
+        where = mask_url(text)
     elif scheme == "file":
         path = Path(unquote(urlsplit(text).path))
         data, where = _read_path(path), str(path)
     elif len(scheme) > 1:  # one letter would be a Windows drive, not a scheme
-        raise ConfigError(
-            f"config source `{display_url(text)}`: unsupported scheme `{scheme}://`; use http(s) or a path"
-        )
+        raise ConfigError(f"config source `{mask_url(text)}`: unsupported scheme `{scheme}://`; use http(s) or a path")
     else:
         path = Path(text).expanduser()
         data, where = _read_path(path), str(path)
@@ -74,7 +67,7 @@ def _read_url(url: str, *, timeout: float) -> bytes:
 
     from trtllm_builder.deadline import Deadline, DeadlineExceeded, send
 
-    shown = display_url(url)
+    shown = mask_url(url)
     deadline = Deadline(timeout)  # the whole request: connecting, the headers, the body
     try:
         with send(

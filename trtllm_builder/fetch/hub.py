@@ -11,7 +11,6 @@ which differs by major version.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import queue
 import re
@@ -25,7 +24,6 @@ from pathlib import Path
 
 from trtllm_builder.errors import FetchError
 from trtllm_builder.fetch import hub_errors, modelcache
-from trtllm_builder.fetch.hub_errors import redact
 from trtllm_builder.fetch.hub_transfer import Download, DownloadStopped, Transport, choose_transport, hub_major
 from trtllm_builder.progress import ProgressMeter, format_bytes, format_duration, run_ticking
 
@@ -36,12 +34,10 @@ __all__ = [
     "endpoint",
     "fetch",
     "fetch_file",
-    "redact",
     "resolve",
     "select_files",
 ]
 
-logger = logging.getLogger("trtllm_builder")
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 SHA_RE = re.compile(r"[0-9a-f]{40}")

@@ -20,6 +20,7 @@ from typing import Literal
 
 from trtllm_builder.errors import FetchError
 from trtllm_builder.fetch import modelcache
+from trtllm_builder.secrets import collect, mask
 
 __all__ = ["cause", "redact", "translate", "transport_failure"]
 
@@ -43,8 +44,8 @@ _MAX_CHAIN = 16
 
 
 def redact(text: str, token: str | None) -> str:
-    """``text`` with every occurrence of ``token`` replaced, for messages that may echo a foreign one."""
-    return text.replace(token, "***") if token else text
+    """``text`` with every form of ``token`` masked, for messages that may echo a foreign one."""
+    return mask(text, collect([token])) if token else text
 
 
 def cause(error: BaseException, token: str | None) -> BaseException | None:

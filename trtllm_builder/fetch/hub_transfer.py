@@ -209,10 +209,10 @@ class Download:
         self.baseline = landed_bytes(partial, files)
         self._polled = 0.0
 
-    def poll(self, *, force: bool = False) -> None:
+    def poll(self) -> None:
         """Where huggingface_hub reports no bytes (0.x), count what landed on disk (at most once a second)."""
         now = time.monotonic()
-        if self.counter.has_byte_bars or (now - self._polled < 1.0 and not force):
+        if self.counter.has_byte_bars or now - self._polled < 1.0:
             return
         self._polled = now
         self.meter.set(max(0, landed_bytes(self.partial, self.files) - self.baseline))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import shutil
 import tempfile
@@ -38,7 +37,6 @@ __all__ = [
     "writable_cache_dir",
 ]
 
-logger = logging.getLogger("trtllm_builder")
 
 GIB = 1 << 30
 

@@ -201,20 +201,15 @@ def fetch_model(
     if kind == "hf":
         tok = hf_token(token)
         hidden = secrets.collect([token, tok])
-        try:
-            path, revision = hub.fetch(
-                ref.id,
-                ref.revision,
-                token=tok,
-                cache_dir=cache_dir,
-                free_disk_multiplier=free_disk_multiplier,
-                log=lambda line: log(secrets.mask(line, hidden)),
-            )
-        except FetchError as e:
-            redacted = secrets.mask(str(e), hidden)
-            if redacted == str(e):
-                raise
-            raise FetchError(redacted) from None
+        # hub's errors mask the token themselves (hub_errors.translate); its log lines are masked here
+        path, revision = hub.fetch(
+            ref.id,
+            ref.revision,
+            token=tok,
+            cache_dir=cache_dir,
+            free_disk_multiplier=free_disk_multiplier,
+            log=lambda line: log(secrets.mask(line, hidden)),
+        )
     elif kind == "tar" and ref.tar_url is not None:  # classify() says "tar" only with a tar_url
         from trtllm_builder.fetch import tarball
 

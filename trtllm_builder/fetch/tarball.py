@@ -69,7 +69,7 @@ def fetch_tar(url: str, *, cache_dir: Path, free_disk_multiplier: float, log: Ca
     """The directory of the cached, extracted tarball at ``url`` (downloaded if needed)."""
     shown = mask_url(url)
     limits = Limits.from_env()
-    url_key = hashlib.sha256(url.encode()).hexdigest()[:32]
+    url_key = _digest(url)
     entry = modelcache.tar_entry(cache_dir, url_key, "")
     # One lock per URL: two builds fetching the same tarball wait for each other.
     with modelcache.locked(entry, what=f"`model_tar_url` {shown}", log=log):

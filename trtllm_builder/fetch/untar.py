@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, cast
 
 from trtllm_builder.errors import FetchError, PreflightError
+from trtllm_builder.progress import format_bytes
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -74,10 +75,7 @@ class Extracted:
 
 def human(n: float) -> str:
     """``2.0 GiB``, ``2.1 MiB``, ``512 B``."""
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
+    return format_bytes(n, binary=True)
 
 
 class _Source(io.RawIOBase):

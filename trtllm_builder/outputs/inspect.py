@@ -24,6 +24,7 @@ from trtllm_builder.package.tarview import scan_archive
 from trtllm_builder.plan.gpu import GpuInfo, detect_gpus
 from trtllm_builder.plan.versions import serving_runtime
 from trtllm_builder.plan.versions import trtllm_version as local_trtllm_version
+from trtllm_builder.progress import format_bytes
 
 __all__ = ["FileMismatch", "InspectReport", "format_report", "inspect_archive", "triton_problems"]
 
@@ -324,7 +325,8 @@ def format_report(report: InspectReport) -> str:
 
     if report.intact:
         out.append(
-            f"integrity: ok, {report.files_verified} file(s), {_size(report.bytes_verified)}, match {MANIFEST_NAME}"
+            f"integrity: ok, {report.files_verified} file(s), {format_bytes(report.bytes_verified, binary=True)}, "
+            f"match {MANIFEST_NAME}"
         )
     else:
         out.append("integrity: FAILED")
@@ -383,12 +385,3 @@ def _serving_lines(manifest: dict[str, Any]) -> list[str]:
 def _section(manifest: dict[str, Any], key: str) -> dict[str, Any]:
     value = manifest.get(key)
     return value if isinstance(value, dict) else {}
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{n} B"
-        size /= 1024
-    return f"{n} B"

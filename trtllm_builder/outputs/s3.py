@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from trtllm_builder.errors import ConfigError
+from trtllm_builder.secrets import mask
 
 __all__ = [
     "Failed",
@@ -207,16 +208,10 @@ def _describe_error(exc: BaseException) -> str:
 
 
 def redact(text: str, secrets: list[str]) -> str:
-    """``text`` without any of ``secrets`` (4+ characters) or credentials inside a URL."""
-    # Longest first, so a secret containing another is hidden whole. Values under 4
-    # characters are not credentials and would shred every word they occur in.
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return _USERINFO_RE.sub("//***@", text)  # credentials inside an endpoint URL
+    """``text`` without any form of ``secrets`` (:func:`trtllm_builder.secrets.mask`) or credentials
+    inside a URL (an endpoint's ``user:password@``, however short)."""
+    return _USERINFO_RE.sub("//***@", mask(text, secrets))
 
 
 def _safe_endpoint(endpoint: str | None) -> str | None:
-    if endpoint is None:
-        return None
-    return _USERINFO_RE.sub("//***@", endpoint)
+    return None if endpoint is None else redact(endpoint, [])

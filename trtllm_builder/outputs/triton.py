@@ -312,19 +312,16 @@ def validate_options(options: TritonOptions, templates: Path) -> None:
     _check_options(options, _load_templates(templates), templates)
 
 
+# The data types the documented invocations pass where nothing in the ensemble decides: every
+# `fill_template.py` line of tensorrtllm_backend docs/*.md (v0.18.2 to v1.0.0, and main at 8addf2f,
+# the TensorRT-LLM 1.2.1 one) gives encoder_input_features_data_type:TYPE_FP16 (multimodal.md:
+# TYPE_BF16 for mllama only) and prompt_embedding_table_data_type:TYPE_FP16.
+_DOCUMENTED_TYPES = {
+    "encoder_input_features_data_type": "TYPE_FP16",
+    "prompt_embedding_table_data_type": "TYPE_FP16",
+}
 # Filled by the builder from the engine and the documented invocations (see _values).
-_ENGINE_VARS = frozenset(
-    {
-        "triton_max_batch_size",
-        "engine_dir",
-        "tokenizer_dir",
-        "logits_datatype",
-        "max_beam_width",
-        "tensorrt_llm_model_name",
-        "encoder_input_features_data_type",
-        "prompt_embedding_table_data_type",
-    }
-)
+_ENGINE_VARS = _FIXED | {"triton_max_batch_size"} | frozenset(_DOCUMENTED_TYPES)
 # The documented invocations set these for tensorrt_llm only; tools/fill_template.py itself
 # defaults them to 0 in every template (v0.18.2: max_queue_size only; from v0.19.0 both,
 # tools/fill_template.py lines 38-41), which is what preprocessing gets.
@@ -412,9 +409,10 @@ def _engine_files(engine_dir: Path, info: EngineInfo) -> list[tuple[str, Path]]:
             f"{info.world_size}: stale files from an earlier build? clear the folder and rebuild"
         )
     found = inspect_dir(engine_dir)
-    if found is not None and found.layout == "engine" and not found.problems:
-        return found.members()
-    return [(p.name, p) for p in wanted]
+    if found is None or found.layout != "engine" or found.problems:
+        problems = "; ".join(found.problems) if found is not None and found.problems else "not an engine layout"
+        raise PackagingError(f"engine dir {engine_dir}: {problems}")
+    return found.members()
 
 
 def tokenizer_folder_files(model_dir: Path) -> list[Path]:
@@ -528,16 +526,6 @@ def _render_model(model: str, entry: _Model, values: Mapping[str, str]) -> str:
         if keep is not None:  # None: _check_options refused it already
             unset[req.key] = keep
     return pbtxt.render(tmpl, own, unset)
-
-
-# The data types the documented invocations pass where nothing in the ensemble decides: every
-# `fill_template.py` line of tensorrtllm_backend docs/*.md (v0.18.2 to v1.0.0, and main at 8addf2f,
-# the TensorRT-LLM 1.2.1 one) gives encoder_input_features_data_type:TYPE_FP16 (multimodal.md:
-# TYPE_BF16 for mllama only) and prompt_embedding_table_data_type:TYPE_FP16.
-_DOCUMENTED_TYPES = {
-    "encoder_input_features_data_type": "TYPE_FP16",
-    "prompt_embedding_table_data_type": "TYPE_FP16",
-}
 
 
 def _values(options: TritonOptions, info: EngineInfo, model_name: str, loaded: Mapping[str, _Model]) -> dict[str, str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 __all__ = [
     "ANY_PLACEHOLDER",
@@ -28,7 +27,6 @@ __all__ = [
     "cpp_requirements",
     "merge",
     "python_requirements",
-    "read_model_py",
     "version_tuple",
 ]
 
@@ -334,9 +332,3 @@ def _unset_values(tree: ast.AST, key: str, req: Requirement) -> frozenset[str]:
         ):
             values.add("")
     return frozenset(values)
-
-
-def read_model_py(path: Path) -> dict[str, Requirement]:
-    """:func:`python_requirements` of the file at ``path`` (labelled by its last three path parts)."""
-    label = "/".join(path.parts[-3:])
-    return python_requirements(path.read_text(encoding="utf-8"), label)

@@ -105,17 +105,17 @@ def repository_problems(
 
 def _model_problems(config: Any, model_dir: Path) -> Iterator[str]:
     """The parts of core's ValidateModelConfig / ValidateModelIOConfig that a repository can fail."""
-    versions = sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name and set(p.name) <= _VERSION_DIR_CHARS)
-    if not versions:
+    latest = _latest_version_dir(model_dir)
+    if latest is None:
         yield "no numeric version folder such as 1/ beside it"
     if not config.backend and config.platform != _ENSEMBLE:
         yield f"must specify 'platform' or 'backend' for '{config.name or model_dir.name}'"
     if config.backend and config.platform == _ENSEMBLE:
         yield f"Ensemble model '{config.name}' must have platform type '{_ENSEMBLE}' and empty backend type"
-    if config.backend == "python" and versions:
+    if config.backend == "python" and latest is not None:
         filename = config.default_model_filename or "model.py"
-        if not (versions[-1] / filename).is_file():
-            yield f"the Python backend loads {versions[-1].name}/{filename}, which is missing"
+        if not (latest / filename).is_file():
+            yield f"the Python backend loads {latest.name}/{filename}, which is missing"
     if config.max_batch_size < 0:
         yield f"'max_batch_size' must be non-negative value for {config.name}"
     if config.HasField("dynamic_batching"):

@@ -190,7 +190,6 @@ class ArchiveUpload:
         self._run = Retrier(retries=retries, backoff_s=backoff_s, log=self._notes.append, secrets=self._secrets)
         self._meter = ProgressMeter("upload", size_hint, log, interval=interval)
         self._cond = threading.Condition()
-        self._path: Path | None = None
         self._fd: int | None = None
         self._mark = 0  # bytes of the file that are final
         self._final: int | None = None
@@ -198,7 +197,6 @@ class ArchiveUpload:
         self._failed = threading.Event()
         self._error: str | None = None
         self._upload_id: str | None = None
-        self._aborted = False
         self._client: Any = None
         self._result: UploadResult | None = None
         self._thread = threading.Thread(target=self._main, name=f"upload {name}", daemon=True)
@@ -213,7 +211,7 @@ class ArchiveUpload:
         try:
             self._client = make_client(self._credentials, max_pool=self._workers + 2)
         except ValueError as exc:  # botocore raises ValueError for a malformed endpoint URL or region
-            raise self.error(f"cannot set up the S3 client: {exc}", self._path) from None
+            raise self.error(f"cannot set up the S3 client: {exc}", None) from None
         self._log(
             f"uploading to {self.target} while the archive is written: parts of {_mib(self._part)}, "
             f"{self._workers} at a time, each with its SHA-256 checksum"
@@ -231,7 +229,6 @@ class ArchiveUpload:
     def _open(self, path: Path) -> None:
         """Open the file once, from the caller's thread: the packer renames it when done, and the
         open descriptor keeps reading the same file (called with the condition held)."""
-        self._path = path
         if self._fd is None and not self._failed.is_set():
             try:
                 self._fd = os.open(path, os.O_RDONLY)
@@ -306,9 +303,8 @@ class ArchiveUpload:
     def _abort(self) -> None:
         with self._cond:
             upload_id, self._upload_id = self._upload_id, None
-            if upload_id is None or self._aborted:
+            if upload_id is None:
                 return
-            self._aborted = True
         abort_multipart(self._client, self.bucket, self.key, upload_id, self._notes.append)
 
     def _upload(self) -> None:

@@ -98,12 +98,9 @@ class _GzipStream:
             self._deflate = None
 
     def write(self, data: bytes | bytearray | memoryview, level: int) -> None:
-        """Append ``data`` stored (``level`` 0) or compressed at ``level``."""
+        """Append ``data`` compressed at ``level`` (1-9; stored data goes through :meth:`write_stored`)."""
         view = memoryview(data)
         self.crc = zlib.crc32(view, self.crc)
-        if level == 0:
-            self.write_stored(view)
-            return
         if self._deflate is None or level != self._level:
             self._end_compressed()
             self._deflate = zlib.compressobj(level, zlib.DEFLATED, -15)
@@ -171,9 +168,13 @@ class _TarGzWriter:
             digest, done = self._copy(src, level)
         if done != st.st_size:
             raise PackagingError(f"{src} changed size while it was being packed ({st.st_size} -> {done} bytes)")
-        if done % BLOCK:
-            self._gz.write(b"\0" * (BLOCK - done % BLOCK), 6)
+        self._pad(done)
         return ArchiveFile(name, digest, done)
+
+    def _pad(self, size: int) -> None:
+        """Fill the member's last 512-byte block with zeros."""
+        if size % BLOCK:
+            self._gz.write(b"\0" * (BLOCK - size % BLOCK), 6)
 
     def _copy(self, src: Path, level: int) -> tuple[str, int]:
         h = hashlib.sha256()
@@ -218,8 +219,7 @@ class _TarGzWriter:
     def add_bytes(self, name: str, data: bytes) -> ArchiveFile:
         self._gz.write(self._header(name, len(data), time.time()), 6)
         self._gz.write(data, 6)
-        if len(data) % BLOCK:
-            self._gz.write(b"\0" * (BLOCK - len(data) % BLOCK), 6)
+        self._pad(len(data))
         return ArchiveFile(name, hashlib.sha256(data).hexdigest(), len(data))
 
     def close(self) -> None:

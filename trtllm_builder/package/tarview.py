@@ -67,12 +67,12 @@ class ArchiveView:
 def scan_archive(
     path: Path,
     *,
-    capture: frozenset[str] | Callable[[str, int], bool] = frozenset(),
+    capture: Callable[[str, int], bool] = lambda _name, _size: False,
     capture_max: int = 64 << 20,
 ) -> ArchiveView:
     """Read ``path`` as ``tar -xzf`` would. Raises :class:`VerifyError` when it cannot be read at all.
 
-    ``capture``: the names whose content to keep, or a predicate of (name, size).
+    ``capture``: a predicate of (name, size): whether to keep the member's content.
     """
     view = ArchiveView()
     try:
@@ -209,10 +209,7 @@ def _safe_name(raw: str) -> str | None:
     return None if name in (".", "..") or name.startswith("../") else name
 
 
-def _walk(
-    gz: _Gunzip, view: ArchiveView, capture: frozenset[str] | Callable[[str, int], bool], capture_max: int
-) -> None:
-    wanted = capture if callable(capture) else (lambda name, _size: name in capture)
+def _walk(gz: _Gunzip, view: ArchiveView, wanted: Callable[[str, int], bool], capture_max: int) -> None:
     problems = view.problems
     pending: dict[str, str] = {}  # pax records and GNU long names for the next member
     dirs: set[str] = set()
@@ -306,7 +303,7 @@ def _walk(
         if name in view.files:
             problems.append(f"{name}: appears twice in the archive (tar keeps the last one, which is what is checked)")
         parents = _with_parents(posixpath.dirname(name))
-        for folder in sorted(parents & set(view.files)):
+        for folder in sorted(parents & view.files.keys()):
             problems.append(f"{name}: its folder {folder} is a file in the archive")
         if name in dirs:
             problems.append(f"{name}: appears as a file and as a directory")
