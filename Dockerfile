@@ -11,7 +11,7 @@
 # TensorRT-LLM tree scripts/fetch-trees.sh checks out at tag v${TRTLLM_VERSION}.
 ARG TRTLLM_VERSION=1.2.1
 
-# Each release's platform, from NVIDIA's release notes (trtllm_builder/versions.py cites them):
+# Each release's platform, from NVIDIA's release notes (trtllm_builder/plan/versions.py cites them):
 # 1.2.1: CUDA 13.1, PyTorch 2.9.1 (cu130), Ubuntu 24.04 / Python 3.12.
 FROM nvidia/cuda:13.1.1-devel-ubuntu24.04 AS platform-1.2.1
 # 0.21.0: CUDA 12.9, PyTorch 2.7.1, TensorRT 10.11, Ubuntu 24.04 / Python 3.12.

@@ -8,7 +8,7 @@ Serve it with ``python -m cog.server.http`` (``COG_PREDICT_TYPE_STUB=predict.py:
   errors (``StepFailed`` ...) carry step, exit code and last lines in the message itself.
 * Cancel arrives as ``CancelationException`` in this thread; the runner stops the step's process
   group and re-raises, and :meth:`Predictor.run` then deletes the prediction's directory. SIGTERM or
-  SIGHUP to the worker does the same (``trtllm_builder/signals.py``), then the worker exits; and if
+  SIGHUP to the worker does the same (``trtllm_builder/run/signals.py``), then the worker exits; and if
   the worker dies anyway (SIGKILL), each step's supervisor process stops the step's whole tree.
 * A step's output reaches the prediction's logs bounded and rate-limited (coglet sends every log
   line with every webhook); every line is in ``build.log``, packed beside the manifest.

@@ -28,22 +28,25 @@ for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python python3
 done
 [ -n "$py312" ] || { echo "scripts/test.sh: Python 3.12 (the image's Python) is needed for the second run; install it (e.g. pyenv install 3.12)" >&2; exit 1; }
 
+install() {  # install VENV PYTHON [PIP ARGS...]: VENV (made if missing) with the project and its test extras
+    local venv=$1 python=$2
+    shift 2
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet -e '.[test]' "$@"
+}
+
 echo "== install: newest releases ($(python3 --version))"
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+install .venv python3
 
 echo "== install: the image's versions ($("$py312" --version), constraints from $lock)"
-"$py312" -m venv .venv-image
-.venv-image/bin/python -m pip install --quiet --upgrade pip
 # Only the pins: the lock's index lines name NVIDIA's and PyTorch's indexes, which the tests never need.
+mkdir -p .venv-image
 grep -E '^[A-Za-z0-9][A-Za-z0-9._-]*==' "$lock" > .venv-image/constraints.txt
-.venv-image/bin/python -m pip install --quiet -e '.[test]' -c .venv-image/constraints.txt
+install .venv-image "$py312" -c .venv-image/constraints.txt
 
 echo "== install: huggingface_hub 1.x"
-python3 -m venv .venv-hf1
-.venv-hf1/bin/python -m pip install --quiet --upgrade pip
-.venv-hf1/bin/python -m pip install --quiet -e '.[test]' 'huggingface_hub>=1,<2'
+install .venv-hf1 python3 'huggingface_hub>=1,<2'
 
 echo "== ruff"
 .venv/bin/ruff check trtllm_builder predict.py scripts bench tests
