@@ -193,6 +193,36 @@ def test_transport_line_names_the_choice_and_reason(monkeypatch: pytest.MonkeyPa
     assert "HF_HUB_ENABLE_HF_TRANSFER is ignored" in choose_transport(xet_backed=False).reason
 
 
+def test_landed_bytes_while_the_download_thread_moves_the_folder(tmp_path: Path) -> None:
+    # The progress poll runs in the log's thread while the download thread publishes `.partial`
+    # (a rename): a file seen a moment ago may be gone at its stat. That must count 0, not fail the
+    # build (CI caught the FileNotFoundError in test_cached_gated_model_is_refused_through_the_cli).
+    partial, final = tmp_path / "m.partial", tmp_path / "m"
+    files = {f"f{i}.json": 3 for i in range(50)}
+    partial.mkdir()
+    for name in files:
+        (partial / name).write_bytes(b"abc")
+    stop = threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            os.rename(partial, final)
+            os.rename(final, partial)
+
+    mover = threading.Thread(target=flip, daemon=True)
+    mover.start()
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            seen.add(hub_transfer.landed_bytes(partial, files))
+    finally:
+        stop.set()
+        mover.join()
+    assert seen <= set(range(0, 151, 3)), seen  # whole files only, whatever moment the poll saw
+    assert hub_transfer.landed_bytes(partial, files) == 150  # the mover always puts the folder back
+
+
 @pytest.mark.timeout(90)
 def test_hf_transfer_is_switched_off_so_progress_and_cancel_keep_working(
     hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

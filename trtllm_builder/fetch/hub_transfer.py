@@ -26,6 +26,7 @@ import glob
 import importlib
 import importlib.util
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -125,11 +126,16 @@ def landed_bytes(partial: Path, files: dict[str, int]) -> int:
     """Bytes of ``files`` on disk under ``partial``: finished files plus huggingface_hub's partial ones.
 
     Allocated blocks, not length, count for a partial file: hf_transfer writes chunks out of order.
+    It is called while the download thread moves files (and, at the end, the whole ``partial``
+    folder), so a file may vanish between listing and ``stat``: it then counts 0.
     """
     total = 0
     for name in files:
-        path = partial / name
-        total += path.stat().st_size if path.is_file() else 0
+        try:
+            st = os.stat(partial / name)
+        except OSError:  # not there (yet, or any more)
+            continue
+        total += st.st_size if stat.S_ISREG(st.st_mode) else 0
     for incomplete in glob.iglob(str(partial / ".cache" / "**" / "*.incomplete"), recursive=True):
         try:
             st = os.stat(incomplete)
