@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests need (from scratch on a fresh machine), run ruff and mypy, and the whole
-# suite twice (the Hub tests three times), the pytest runs side by side:
+# suite twice (the Hub tests three times); the last two installs run beside ruff and mypy, and the
+# pytest runs side by side:
 #
 #   1. .venv        this machine's python3 and the NEWEST release of every dependency: ruff, mypy, pytest
 #   2. .venv-image  Python 3.12 and the GPU image's own versions, taken from the default lock
@@ -36,27 +37,36 @@ install() {  # install VENV PYTHON [PIP ARGS...]: VENV (made if missing) with th
     "$venv/bin/python" -m pip install --quiet -e '.[test]' "$@"
 }
 
-echo "== install: newest releases ($(python3 --version))"
+logs=$(mktemp -d "${TMPDIR:-/tmp}/trtllm-builder-tests.XXXXXX")
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$logs"' EXIT  # a failure stops background installs too
+step() { echo "== $* (at ${SECONDS}s)"; }
+
+step "install: newest releases ($(python3 --version))"
 install .venv python3
 
-echo "== install: the image's versions ($("$py312" --version), constraints from $lock)"
+# The other two virtualenvs install in the background while ruff and mypy (from .venv) run: each
+# of the three is mostly one core waiting on the other.
+step "install, in the background: the image's versions ($("$py312" --version), constraints from $lock) and huggingface_hub 1.x"
 # Only the pins: the lock's index lines name NVIDIA's and PyTorch's indexes, which the tests never need.
 mkdir -p .venv-image
 grep -E '^[A-Za-z0-9][A-Za-z0-9._-]*==' "$lock" > .venv-image/constraints.txt
-install .venv-image "$py312" -c .venv-image/constraints.txt
+install .venv-image "$py312" -c .venv-image/constraints.txt > "$logs/install-image.log" 2>&1 & install_image=$!
+install .venv-hf1 python3 'huggingface_hub>=1,<2' > "$logs/install-hf1.log" 2>&1 & install_hf1=$!
 
-echo "== install: huggingface_hub 1.x"
-install .venv-hf1 python3 'huggingface_hub>=1,<2'
-
-echo "== ruff"
+step ruff
 .venv/bin/ruff check trtllm_builder predict.py scripts bench tests
-echo "== mypy"
+step mypy
 .venv/bin/mypy
+
+for pair in "image:$install_image" "hf1:$install_hf1"; do
+    IFS=: read -r name pid <<< "$pair"
+    wait "$pid" || { echo "scripts/test.sh: installing .venv-$name failed:" >&2; cat "$logs/install-$name.log" >&2; exit 1; }
+done
+step "installed all three virtualenvs"
 
 # The three pytest runs go side by side (most of a run is waiting on subprocesses and servers, so
 # together they take little longer than the slowest alone); each one's output is printed whole when
 # it ends, and the script fails if any run failed.
-logs=$(mktemp -d "${TMPDIR:-/tmp}/trtllm-builder-tests.XXXXXX")
 run() {  # run NAME VENV [PYTEST ARGS...]: one pytest run in VENV, its output in $logs/NAME.log
     local name=$1 venv=$2
     shift 2
@@ -65,7 +75,7 @@ run() {  # run NAME VENV [PYTEST ARGS...]: one pytest run in VENV, its output in
         PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" -m pytest "$@"
     } > "$logs/$name.log" 2>&1
 }
-echo "== pytest: three runs side by side (logs in $logs)"
+step "pytest: three runs side by side (logs in $logs)"
 run newest .venv "$@" & newest=$!
 run image .venv-image "$@" & image=$!
 run hf1 .venv-hf1 "$@" tests/test_sources_hf.py tests/test_hub_download.py tests/test_recipes.py tests/test_leaks.py & hf1=$!
@@ -74,9 +84,8 @@ for pair in "newest:$newest:newest releases" "image:$image:the image's versions 
     IFS=: read -r name pid title <<< "$pair"
     rc=0
     wait "$pid" || rc=$?
-    echo "== pytest: $title: exit $rc"
+    step "pytest: $title: exit $rc"
     cat "$logs/$name.log"
     [ "$rc" -eq 0 ] || status=1
 done
-rm -rf "$logs"  # every log was printed above
-exit "$status"
+exit "$status"  # every log was printed above; the trap removes them
