@@ -38,7 +38,13 @@ install() {  # install VENV PYTHON [PIP ARGS...]: VENV (made if missing) with th
 }
 
 logs=$(mktemp -d "${TMPDIR:-/tmp}/trtllm-builder-tests.XXXXXX")
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$logs"' EXIT  # a failure stops background installs too
+cleanup() {  # on any exit: stop what still runs in the background (after a failure), remove the logs
+    local pids
+    pids=$(jobs -p)
+    [ -z "$pids" ] || kill $pids 2>/dev/null || true
+    rm -rf "$logs"
+}
+trap cleanup EXIT  # returns 0, so the script's own exit status stands
 step() { echo "== $* (at ${SECONDS}s)"; }
 
 step "install: newest releases ($(python3 --version))"
