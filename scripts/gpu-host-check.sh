@@ -20,6 +20,7 @@ export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT" || exit 1
 wheels=
 templates=()
 while [ $# -gt 0 ]; do
