@@ -7,8 +7,9 @@ project's own form nothing is rewritten silently, and the same rows turn an old 
 "did you mean" with the exact rewrite (:func:`hint`).
 
 Every row names where the old flag comes from and where the new one is (``old_source`` /
-``new_source``); tests/standin/README.md's ledger says which of those sources were seen at a release
-tag and which only in the nearest stored version.
+``new_source``): mostly a file of NVIDIA/TensorRT-LLM with the commit it was read at (``@abc1234``:
+the nearest version the public index stored, not necessarily the release tag's own), otherwise the
+discussion or config the flag is known from.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ Program = Literal["hf_convert", "build.py", "trtllm-build", "convert_checkpoint.
 # input / output: a directory the tool wires itself (the model, an earlier step's output, the step's own).
 Action = Literal["rename", "move", "drop", "refuse", "seq_len", "input", "output"]
 
-# --- sources (see the ledger in tests/standin/README.md) ---
+# --- sources: NVIDIA/TensorRT-LLM files @ the commit read (releases they stand for), or where else from ---
 _OLD_GPT_BUILD = "examples/gpt/build.py @0272129 (0.6/0.7)"
 _OLD_LLAMA_BUILD = "examples/llama/build.py @027cd51 (0.6/0.7)"
 _OLD_HF_GPT = "examples/gpt/hf_gpt_convert.py @23bc5b7 (0.5-0.7)"
